@@ -1,0 +1,1 @@
+"""Adapters from public datasets into the input contract."""

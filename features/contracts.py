@@ -1,0 +1,107 @@
+"""The input contract of DESIGN.md: table names, columns and their kinds.
+
+A data directory holds one file per table, ``<table>.csv`` or ``<table>.parquet``.
+Only the required columns may be assumed; optional columns are validated when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["id", "text", "timestamp", "number", "count"]
+
+TABLES = ("transactions", "touches", "customers")
+FILE_SUFFIXES = (".parquet", ".csv")
+
+#: Channels a customer can buy through (``transactions.channel``).
+PURCHASE_CHANNELS = ("mini_program", "store", "live", "marketplace", "app", "web")
+#: Private-domain channels a brand can contact a customer through (``touches.channel``).
+TOUCH_CHANNELS = (
+    "wecom",
+    "group",
+    "moments",
+    "sms",
+    "mini_program",
+    "official_account",
+    "app_push",
+    "email",
+)
+
+#: Column names that are direct identifiers: hashed with the HMAC key or dropped at ingestion.
+#: Whole names only (``campaign_name`` or ``product_name`` are not personal); case-insensitive.
+DIRECT_IDENTIFIER_PATTERN = (
+    r"(?i)^(phone|phone_?(no|number)|mobile|mobile_?(no|number|phone)|cell_?phone|tel|telephone"
+    r"|name|full_?name|first_?name|last_?name|real_?name|nick_?name|customer_?name|member_?name"
+    r"|user_?name|openid|open_id|wx_?openid|unionid|union_id|wx_?unionid|email|e_?mail"
+    r"|email_?address|wechat(_?id)?|wx_?id|weixin(_?id)?|id_?card|id_?card_?(no|number)"
+    r"|address|home_?address|shipping_?address"
+    r"|手机|手机号|手机号码|电话|联系电话|姓名|名字|昵称|邮箱|地址|收货地址|身份证|身份证号)$"
+)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of an input table."""
+
+    name: str
+    kind: Kind
+    required: bool = False
+    #: For numbers: lower bound (inclusive) when set.
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One input table: its columns and the columns that identify an exact duplicate."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Names of the required columns, in contract order."""
+        return tuple(c.name for c in self.columns if c.required)
+
+    def spec(self, column: str) -> ColumnSpec | None:
+        """The spec of ``column``, or ``None`` for a pass-through column."""
+        return next((c for c in self.columns if c.name == column), None)
+
+
+TRANSACTIONS = TableSpec(
+    "transactions",
+    (
+        ColumnSpec("customer_id", "id", required=True),
+        ColumnSpec("order_id", "id", required=True),
+        ColumnSpec("ordered_at", "timestamp", required=True),
+        ColumnSpec("amount", "number", required=True),
+        ColumnSpec("category", "text"),
+        ColumnSpec("sku", "text"),
+        ColumnSpec("quantity", "count", min_value=1),
+        ColumnSpec("channel", "text"),
+        ColumnSpec("discount", "number", min_value=0),
+    ),
+)
+
+TOUCHES = TableSpec(
+    "touches",
+    (
+        ColumnSpec("customer_id", "id", required=True),
+        ColumnSpec("channel", "text", required=True),
+        ColumnSpec("sent_at", "timestamp", required=True),
+        ColumnSpec("campaign_id", "text"),
+        ColumnSpec("responded_at", "timestamp"),
+        ColumnSpec("coupon_value", "number", min_value=0),
+    ),
+)
+
+CUSTOMERS = TableSpec(
+    "customers",
+    (
+        ColumnSpec("customer_id", "id", required=True),
+        ColumnSpec("joined_at", "timestamp"),
+        ColumnSpec("member_tier", "text"),
+    ),
+)
+
+SPECS: dict[str, TableSpec] = {s.name: s for s in (TRANSACTIONS, TOUCHES, CUSTOMERS)}

@@ -1,0 +1,1 @@
+"""Prefect wiring: flows, tasks, the ``ltv`` CLI and the one settings object."""

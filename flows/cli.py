@@ -1,0 +1,266 @@
+"""The ``ltv`` command: one verb per DESIGN.md entry, each a Prefect flow run.
+
+Bad input ends with one line on stderr naming the file and column, exit code 2, no traceback.
+A verb that a later release adds says so in one line and exits with code 3.
+``--help`` needs no server: Prefect is imported only when a verb runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+
+from features.io import InputError
+
+EXIT_INPUT = 2
+EXIT_NOT_YET = 3
+
+app = typer.Typer(
+    name="ltv",
+    help="Customer lifetime value for private-domain channels: features, models, scored lists.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Workdir = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Work directory (default from settings: ./ltv-work)."),
+]
+DataDir = Annotated[Path, typer.Option("--data", help="Directory with the input tables.")]
+AsOf = Annotated[str, typer.Option("--as-of", help="Scoring / cutoff date, YYYY-MM-DD.")]
+Runner = Annotated[str, typer.Option("--runner", help="local or dask.")]
+Format = Annotated[
+    Literal["parquet", "csv"], typer.Option("--format", help="File format: parquet or csv.")
+]
+
+# Quiet, one-shot defaults for Prefect's temporary server; a configured server overrides them.
+_PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+}
+
+
+def main() -> None:
+    """Entry point of the ``ltv`` console script."""
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    app()
+
+
+def _settings(workdir: Path | None) -> Any:
+    """The settings, with ``--workdir`` (when given) winning over environment and file."""
+    from flows.settings import get_settings
+
+    if workdir is not None:
+        os.environ["LTV_WORKDIR"] = str(workdir)
+        get_settings.cache_clear()
+    return get_settings()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _run(flow_call: Callable[[], Any]) -> Any:
+    """Run a flow; turn input errors into one line and exit code 2."""
+    _quiet_input_error_tracebacks()
+    try:
+        return flow_call()
+    except InputError as exc:
+        _fail(f"error: {exc}", EXIT_INPUT)
+
+
+class _DropInputErrorTraceback(logging.Filter):
+    """Keep Prefect's log line for a failed run, without the traceback of an input error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], InputError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_input_error_tracebacks() -> None:
+    import prefect  # noqa: F401  (sets up Prefect's logging handlers)
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_DropInputErrorTraceback())
+
+
+def _preflight(data: Path) -> None:
+    from features.dataset import check_dataset
+    from flows.settings import get_settings
+
+    try:
+        check_dataset(data, encoding=get_settings().ingest.encoding)
+    except InputError as exc:
+        _fail(f"error: {exc}", EXIT_INPUT)
+
+
+def _print_validation(result: dict[str, Any]) -> None:
+    for name, report in result["tables"].items():
+        typer.echo(
+            f"{name:<13} rows_in={report['rows_in']:>10,}  accepted={report['accepted']:>10,}  "
+            f"quarantined={report['quarantined']:>8,}  duplicates={report['duplicates']:,}"
+        )
+        for reason, count in sorted(report["reasons"].items(), key=lambda kv: -kv[1])[:8]:
+            typer.echo(f"{'':<15}{count:>8,} × {reason}")
+        protected = report["hashed_columns"] + report["dropped_columns"]
+        if protected:
+            typer.echo(
+                f"{'':<15}identifiers hashed: {report['hashed_columns'] or '-'}; "
+                f"dropped: {report['dropped_columns'] or '-'}"
+            )
+    s = result["summary"]
+    typer.echo(
+        f"customers={s['customers']:,} orders={s['orders']:,} lines={s['lines']:,} "
+        f"touches={s['touches']:,} orders from {s['first_order']:%Y-%m-%d} "
+        f"to {s['last_order']:%Y-%m-%d}"
+    )
+    typer.echo(
+        f"rows_in={s['rows_in']:,} = accepted {s['rows_in'] - s['quarantined']:,} "
+        f"+ quarantined {s['quarantined']:,} (quarantine: {result['quarantine_dir']})"
+    )
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="Synthetic customers to generate.")] = 5_000,
+    workdir: Workdir = None,
+) -> None:
+    """Everything that exists, end to end, on synthetic data."""
+    from flows.data import demo as demo_flow
+
+    settings = _settings(workdir)
+    result = _run(lambda: demo_flow(customers=customers, workdir=settings.workdir))
+    typer.echo(f"demo data: {result['data']}")
+    _print_validation(result)
+
+
+@app.command()
+def generate(
+    customers: Annotated[int, typer.Option(help="Number of customers.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    days: Annotated[int, typer.Option(help="Days of history.")] = 730,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    fmt: Format = "parquet",
+    workdir: Workdir = None,
+) -> None:
+    """Generate synthetic private-domain data with a ground-truth file."""
+    from flows.data import generate as generate_flow
+
+    paths = _run(lambda: generate_flow(customers=customers, out=out, days=days, seed=seed, fmt=fmt))
+    for path in paths:
+        typer.echo(path)
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="Dataset to import: completejourney.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    fmt: Format = "parquet",
+    workdir: Workdir = None,
+) -> None:
+    """Import a public dataset into the input contract."""
+    from flows.data import import_dataset
+
+    if source != "completejourney":
+        _fail(f"error: unknown dataset {source!r} (available: completejourney)", EXIT_INPUT)
+    paths = _run(lambda: import_dataset(out=out, source="completejourney", fmt=fmt))
+    for path in paths:
+        typer.echo(path)
+
+
+@app.command()
+def validate(data: DataDir, workdir: Workdir = None) -> None:
+    """Validate a data directory; print accepted and quarantined counts."""
+    from flows.data import validate as validate_flow
+
+    _preflight(data)
+    _print_validation(_run(lambda: validate_flow(data=data)))
+
+
+def _not_yet(verb: str, issue: int) -> NoReturn:
+    _fail(f"ltv {verb}: not implemented yet (planned in issue #{issue})", EXIT_NOT_YET)
+
+
+def _as_of(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"error: --as-of {value!r} is not a date (YYYY-MM-DD)", EXIT_INPUT)
+
+
+@app.command()
+def features(
+    data: DataDir,
+    as_of: AsOf,
+    workdir: Workdir = None,
+    runner: Runner = "local",
+    dask_address: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Build point-in-time features at --as-of and register them in Feast."""
+    _as_of(as_of)
+    _not_yet("features", 3)
+
+
+@app.command()
+def train(
+    data: DataDir,
+    as_of: AsOf,
+    workdir: Workdir = None,
+    runner: Runner = "local",
+    dask_address: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Train churn, next-purchase and value models; track and register them in MLflow."""
+    _as_of(as_of)
+    _not_yet("train", 4)
+
+
+@app.command()
+def score(
+    data: DataDir,
+    as_of: AsOf,
+    budget: Annotated[float | None, typer.Option(help="Coupon budget.")] = None,
+    workdir: Workdir = None,
+    runner: Runner = "local",
+    dask_address: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Score every customer; write coupon and recall lists."""
+    _as_of(as_of)
+    _not_yet("score", 5)
+
+
+@app.command()
+def monitor(data: DataDir, as_of: AsOf, workdir: Workdir = None) -> None:
+    """Check drift and score quality for --as-of."""
+    _as_of(as_of)
+    _not_yet("monitor", 6)
+
+
+@app.command()
+def lookup(customer_id: Annotated[str, typer.Argument()], workdir: Workdir = None) -> None:
+    """Online features and latest scores for one customer."""
+    _not_yet("lookup", 3)
+
+
+@app.command()
+def report(as_of: AsOf, workdir: Workdir = None) -> None:
+    """HTML report for campaign teams."""
+    _as_of(as_of)
+    _not_yet("report", 6)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,78 @@
+"""The one settings object: environment (``LTV_*``), then ``ltv.toml``, then defaults.
+
+Only ``flows/`` and the CLI build it; ``features/`` and ``models/`` take plain arguments.
+Nested sections are set from the environment with a double underscore, e.g.
+``LTV_INGEST__MAX_ABS_AMOUNT=5e6``. Secrets (the HMAC key) have no default.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class IngestSettings(BaseModel):
+    """Thresholds that decide which input rows are quarantined."""
+
+    min_timestamp: date = date(1990, 1, 1)
+    max_abs_amount: float = Field(1_000_000.0, gt=0, description="largest |amount| per line")
+    max_quantity: int = Field(10_000, gt=0)
+    encoding: str = Field("utf-8", description="text encoding of CSV inputs (e.g. gb18030)")
+
+
+class Settings(BaseSettings):
+    """Everything the flows and the CLI may be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LTV_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    env: Literal["local", "prod"] = "local"
+    workdir: Path = Path("ltv-work")
+    timezone: str = "Asia/Shanghai"
+    hmac_key: SecretStr | None = Field(
+        None, description="key for HMAC-hashing direct identifiers; unset = drop them"
+    )
+    seed: int = 42
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: init arguments, environment, then ``ltv.toml``."""
+        toml_file = Path(os.environ.get("LTV_CONFIG", "ltv.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    @property
+    def hmac_key_bytes(self) -> bytes | None:
+        """The HMAC key as bytes, or ``None`` when no key is configured."""
+        return self.hmac_key.get_secret_value().encode() if self.hmac_key else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Estimators, baselines, evaluation and scoring policy (filled in by later issues)."""
