@@ -94,7 +94,7 @@ def require_columns(path: Path, columns: list[str], required: tuple[str, ...]) -
 
 def _read_parquet(path: Path) -> RawTable:
     try:
-        frame = pq.read_table(path).to_pandas()
+        frame = _to_pandas(pq.read_table(path))
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -132,11 +132,18 @@ def _read_csv(path: Path, *, encoding: str) -> RawTable:
         )
     except pa.ArrowInvalid as exc:
         raise InputError(_describe_csv_error(path, exc, encoding)) from None
-    frame = table.to_pandas()
+    frame = _to_pandas(table)
     frame.columns = header
     bad_lines = {line for line, _, _ in malformed if line is not None}
     lines = _good_lines(len(frame), bad_lines)
     return RawTable(path, frame, pd.Series(lines, index=frame.index), malformed)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow to pandas, keeping text in Arrow memory (no Python object per cell)."""
+    strings = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): strings, pa.large_string(): strings}
+    return table.to_pandas(types_mapper=mapping.get, self_destruct=True)
 
 
 def _read_header(path: Path, encoding: str) -> list[str]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
@@ -35,6 +36,8 @@ from features.contracts import DIRECT_IDENTIFIER_PATTERN, ColumnSpec, TableSpec
 from features.io import InputError, RawTable, require_columns
 
 _LATEST = pd.Timestamp("2100-01-01")
+#: Text stays in Arrow memory: vectorised string kernels, no Python object per cell.
+TEXT = pd.StringDtype("pyarrow")
 _OFFSET_SUFFIX = r"(Z|[+-]\d\d:?\d\d)$"
 _PHONE_OR_EMAIL = r"^(\+?86[- ]?)?1[3-9]\d{9}$|^\+\d{7,15}$|^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _IDENTIFIER = re.compile(DIRECT_IDENTIFIER_PATTERN)
@@ -78,12 +81,12 @@ class ValidatedTable:
 
 def hash_identifier(values: pd.Series, key: bytes) -> pd.Series:
     """HMAC-SHA256 of each value (first 24 hex characters), computed once per distinct value."""
-    text = values.astype("string")
+    text = values.astype(TEXT)
     uniques = text.dropna().unique()
     digests = {
         v: hmac.new(key, str(v).encode("utf-8"), hashlib.sha256).hexdigest()[:24] for v in uniques
     }
-    return text.map(digests).astype("string")
+    return text.map(digests).astype(TEXT)
 
 
 def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTable:
@@ -93,7 +96,7 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
     require_columns(raw.path, list(frame.columns), spec.required)
     frame, hashed, dropped = _protect_identifiers(frame, spec, rules, raw)
 
-    typed = frame.copy()
+    typed = frame.copy(deep=False)  # parsed columns replace, pass-through columns are shared
     failures: list[_Failure] = []
     unparsed: dict[str, np.ndarray] = {}
     for column in frame.columns:
@@ -114,17 +117,17 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
         failures.append(_failure(frame, blank, "line", "is blank", show=False))
     reasons = _combine(failures)
     bad_mask = frame.index.isin(reasons.index)
-    quarantine = frame[bad_mask].astype("string").copy()
+    quarantine = frame[bad_mask].astype(TEXT)
     quarantine.insert(0, "reason", reasons.reindex(quarantine.index).to_numpy())
     quarantine.insert(0, "source_row", source_row[bad_mask].to_numpy())
     malformed = _malformed_rows(raw, bool(hashed or dropped))
     if len(malformed):
         quarantine = pd.concat([quarantine, malformed], ignore_index=True)
-    accepted = typed[~bad_mask].reset_index(drop=True)
+    accepted = typed[~bad_mask].reset_index(drop=True) if bad_mask.any() else typed
     for count in (c.name for c in spec.columns if c.kind == "count"):
         if count in accepted:
             accepted[count] = accepted[count].astype("Int64")
-    build_schema(spec, rules).validate(accepted)  # the contract of what is accepted
+    build_schema(spec, rules).validate(accepted, inplace=True)  # the contract of what is accepted
 
     counts = {f.check: len(f.rows) for f in failures if len(f.rows)}
     if raw.malformed:
@@ -164,7 +167,7 @@ def _protect_identifiers(
                 **{f"{column}_hmac": hash_identifier(frame[column], rules.hmac_key)}
             )
             hashed.append(column)
-    ids = out["customer_id"].astype("string").str.strip()
+    ids = _clean_text(out["customer_id"])
     looks_personal = _matches(ids, _PHONE_OR_EMAIL)
     if looks_personal.any():
         if rules.hmac_key is None:
@@ -182,11 +185,12 @@ def _protect_identifiers(
 
 def _matches(text: pd.Series, pattern: str) -> np.ndarray:
     """Where ``text`` matches the regular expression (vectorised in Arrow; null = no match)."""
-    arr = pyarrow.array(text.astype("string"), type=pyarrow.string(), from_pandas=True)
+    arr = pyarrow.array(text.astype(TEXT).array)  # the Arrow data itself, no copy
     return np.asarray(pc.fill_null(pc.match_substring_regex(arr, pattern), False))
 
 
 # --- parse -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -205,8 +209,17 @@ class Parsed:
 def _parse_text(raw: pd.Series, rules: Rules) -> Parsed:
     if pd.api.types.is_float_dtype(raw) and raw.dropna().mod(1).eq(0).all():
         raw = raw.astype("Int64")  # a numeric id column read from Parquet: 123.0 -> "123"
-    text = raw.astype("string[pyarrow]").str.strip()
-    return Parsed(text.mask(text == ""))
+    return Parsed(_clean_text(raw))
+
+
+def _clean_text(raw: pd.Series) -> pd.Series:
+    """Text without surrounding blanks, empty cells null; shares memory when already clean."""
+    text = raw.astype(TEXT)
+    stripped = text.str.strip()
+    if stripped.str.len().sum() != text.str.len().sum():  # else keep the original, drop the copy
+        text = stripped
+    empty = (text == "").to_numpy(dtype=bool, na_value=False)
+    return text.mask(empty) if empty.any() else text
 
 
 def _parse_number(raw: pd.Series, rules: Rules) -> Parsed:
@@ -214,7 +227,7 @@ def _parse_number(raw: pd.Series, rules: Rules) -> Parsed:
         raw = raw.astype("float64")
     if pd.api.types.is_numeric_dtype(raw):
         return Parsed(raw.astype("float64"))
-    text = raw.astype("string[pyarrow]").str.strip()
+    text = _clean_text(raw)
     number = pd.to_numeric(text, errors="coerce").astype("float64")
     return Parsed(number, {"is not a number": (text.notna() & number.isna()).to_numpy()})
 
@@ -233,7 +246,7 @@ def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
         naive = raw.astype("datetime64[ns]")
         unparsed = np.zeros(len(raw), dtype=bool)
     else:
-        text = raw.astype("string[pyarrow]").str.strip()
+        text = _clean_text(raw)
         has_offset = _matches(text, _OFFSET_SUFFIX)
         naive = _to_datetime(text.where(~has_offset), utc=False)
         if has_offset.any():
@@ -370,12 +383,16 @@ def _row_set_failures(typed: pd.DataFrame, spec: TableSpec, failed: np.ndarray) 
     found: list[_Failure] = []
     ok = ~failed
     if spec.name == "transactions":
-        owners = typed.loc[ok].groupby("order_id", sort=False)["customer_id"].transform("nunique")
+        lines = typed.loc[ok, ["order_id", "customer_id"]]
+        shared_orders = _query(
+            "SELECT order_id FROM lines GROUP BY order_id "
+            "HAVING min(customer_id) <> max(customer_id)",
+            lines=lines,
+        )["order_id"]
         shared = np.zeros(len(typed), dtype=bool)
-        shared[np.flatnonzero(ok)] = (owners > 1).to_numpy()
-        found.append(
-            _failure(typed, shared, "order_id", "belongs to several customers", show=False)
-        )
+        shared[np.flatnonzero(ok)] = lines["order_id"].isin(shared_orders).to_numpy()
+        message = "belongs to several customers"
+        found.append(_failure(typed, shared, "order_id", message, show=False))
     if spec.name == "touches" and "responded_at" in typed.columns:
         early = (typed["responded_at"] < typed["sent_at"]).fillna(False).to_numpy(bool) & ok
         found.append(_failure(typed, early, "responded_at", "is before sent_at", show=False))
@@ -383,17 +400,47 @@ def _row_set_failures(typed: pd.DataFrame, spec: TableSpec, failed: np.ndarray) 
 
 
 def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.ndarray) -> _Failure:
-    """Exact duplicate lines: the first is kept, the others quarantined naming it."""
-    candidates = frame[~failed]
-    dup = candidates.duplicated(keep="first").to_numpy()
-    rows = np.flatnonzero(~failed)[dup]
-    if not len(rows):
-        return _Failure(rows, "line", "is an exact duplicate of row")
-    members = candidates[candidates.duplicated(keep=False)]
-    group = members.groupby(list(members.columns), sort=False, dropna=False).ngroup()
-    first_row = source_row[members.index].groupby(group.to_numpy()).transform("first")
-    detail = first_row.loc[rows].astype("int64").astype(str).to_numpy(dtype=object)
-    return _Failure(rows, "line", "is an exact duplicate of row", detail, quoted=False)
+    """Exact duplicate lines: the first is kept, the others quarantined naming it.
+
+    One 64-bit hash per line (DuckDB ``hash`` over every column, NULLs alike) finds the
+    candidates cheaply; an exact GROUP BY over the candidates alone confirms them, so a hash
+    collision can never quarantine a line.
+    """
+    message = "is an exact duplicate of row"
+    none = _Failure(np.zeros(0, dtype=np.int64), "line", message)
+    lines = pyarrow.Table.from_pandas(frame, preserve_index=False)  # shares the columns' memory
+    columns = ", ".join(_quote(c) for c in frame.columns)
+    hashes = _query(f"SELECT hash({columns}) AS h FROM lines", lines=lines)["h"]
+    candidate = hashes.duplicated(keep=False).to_numpy() & ~failed
+    if not candidate.any():
+        return none
+    positions = np.flatnonzero(candidate)
+    lines = lines.take(positions).append_column("__position", pyarrow.array(positions))
+    repeats = _query(
+        f"SELECT min(__position) AS first, list(__position) AS rows FROM lines "
+        f"GROUP BY {columns} HAVING count(*) > 1",
+        lines=lines,
+    )
+    if repeats.empty:
+        return none
+    repeats = repeats.explode("rows")
+    repeats = repeats[repeats["rows"] != repeats["first"]].sort_values("rows")
+    rows = repeats["rows"].to_numpy(dtype=np.int64)
+    first = source_row.to_numpy()[repeats["first"].to_numpy(dtype=np.int64)]
+    return _Failure(rows, "line", message, first.astype(str).astype(object), quoted=False)
+
+
+def _query(sql: str, **tables: object) -> pd.DataFrame:
+    """Run ``sql`` on a private DuckDB connection over the named tables (pandas or Arrow)."""
+    with duckdb.connect() as con:
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.sql(sql).df()
+
+
+def _quote(name: str) -> str:
+    """A column name as a DuckDB identifier, whatever characters it holds."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 # --- reasons ---------------------------------------------------------------------------------

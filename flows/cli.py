@@ -36,6 +36,7 @@ Workdir = Annotated[
 DataDir = Annotated[Path, typer.Option("--data", help="Directory with the input tables.")]
 AsOf = Annotated[str, typer.Option("--as-of", help="Scoring / cutoff date, YYYY-MM-DD.")]
 Runner = Annotated[str, typer.Option("--runner", help="local or dask.")]
+DaskAddress = Annotated[str | None, typer.Option(help="Dask scheduler address (--runner dask).")]
 Format = Annotated[
     Literal["parquet", "csv"], typer.Option("--format", help="File format: parquet or csv.")
 ]
@@ -208,7 +209,7 @@ def features(
     as_of: AsOf,
     workdir: Workdir = None,
     runner: Runner = "local",
-    dask_address: Annotated[str | None, typer.Option()] = None,
+    dask_address: DaskAddress = None,
 ) -> None:
     """Build point-in-time features at --as-of and register them in Feast."""
     _as_of(as_of)
@@ -221,7 +222,7 @@ def train(
     as_of: AsOf,
     workdir: Workdir = None,
     runner: Runner = "local",
-    dask_address: Annotated[str | None, typer.Option()] = None,
+    dask_address: DaskAddress = None,
 ) -> None:
     """Train churn, next-purchase and value models; track and register them in MLflow."""
     _as_of(as_of)
@@ -235,7 +236,7 @@ def score(
     budget: Annotated[float | None, typer.Option(help="Coupon budget.")] = None,
     workdir: Workdir = None,
     runner: Runner = "local",
-    dask_address: Annotated[str | None, typer.Option()] = None,
+    dask_address: DaskAddress = None,
 ) -> None:
     """Score every customer; write coupon and recall lists."""
     _as_of(as_of)

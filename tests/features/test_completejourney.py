@@ -295,9 +295,10 @@ def test_real_quantity_amount_discount(
     not_counted = (department == "FUEL") | (category == "COUPON/MISC ITEMS")
     assert (src["quantity"] == 0).sum() == 8_869
     assert not_counted.sum() == 17_237
-    assert tx["quantity"].isna().to_numpy().tolist() == (
-        (src["quantity"] == 0) | not_counted
-    ).to_numpy().tolist()
+    assert (
+        tx["quantity"].isna().to_numpy().tolist()
+        == ((src["quantity"] == 0) | not_counted).to_numpy().tolist()
+    )
     assert (tx["quantity"].dropna() >= 1).all()
     assert tx["quantity"].max() < 10_000  # every remaining quantity is a plausible item count
     assert (tx["discount"] >= 0).all()

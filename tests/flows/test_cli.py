@@ -1,10 +1,5 @@
 """The ``ltv`` CLI and the data flows, on the real Prefect engine."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -24,20 +19,7 @@ VERBS = [
 ]
 
 
-def ltv(
-    *args: str, cwd: Path | None = None, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """Run the installed console script against the session's Prefect API."""
-    from prefect.settings import PREFECT_API_URL
-
-    full_env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", **(env or {})}
-    ltv_bin = Path(sys.executable).with_name("ltv")
-    return subprocess.run(
-        [str(ltv_bin), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600
-    )
-
-
-def test_help_lists_every_design_verb():
+def test_help_lists_every_design_verb(ltv):
     out = ltv("--help")
     assert out.returncode == 0
     for verb in VERBS:
@@ -56,13 +38,13 @@ def test_help_lists_every_design_verb():
     ],
     ids=["features", "train", "score", "monitor", "lookup", "report"],
 )
-def test_verbs_not_built_yet_say_so_in_one_line(args, issue):
+def test_verbs_not_built_yet_say_so_in_one_line(ltv, args, issue):
     out = ltv(*args)
     assert out.returncode == 3
     assert out.stderr.strip() == f"ltv {args[0]}: not implemented yet (planned in issue #{issue})"
 
 
-def test_bad_date_is_an_input_error():
+def test_bad_date_is_an_input_error(ltv):
     out = ltv("train", "--data", "d", "--as-of", "2024-13-01")
     assert out.returncode == 2
     assert out.stderr.strip() == "error: --as-of '2024-13-01' is not a date (YYYY-MM-DD)"
@@ -86,7 +68,7 @@ def test_bad_date_is_an_input_error():
     ],
     ids=["no-transactions", "missing-column", "missing-column-in-optional-table"],
 )
-def test_validate_stops_with_one_line_and_exit_2(tmp_path, files, expected):
+def test_validate_stops_with_one_line_and_exit_2(ltv, tmp_path, files, expected):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     out = ltv("validate", "--data", str(tmp_path))
@@ -96,7 +78,7 @@ def test_validate_stops_with_one_line_and_exit_2(tmp_path, files, expected):
     assert "Traceback" not in out.stderr + out.stdout
 
 
-def test_input_error_inside_the_flow_has_no_traceback(tmp_path):
+def test_input_error_inside_the_flow_has_no_traceback(ltv, tmp_path):
     # The header is fine (the pre-flight passes); line 3 is not UTF-8: the flow itself fails.
     (tmp_path / "transactions.csv").write_bytes(
         b"customer_id,order_id,ordered_at,amount\nC1,O1,2024-01-01,1\nC2,O2,2024-01-01,\xff\n"
@@ -107,7 +89,7 @@ def test_input_error_inside_the_flow_has_no_traceback(tmp_path):
     assert "Traceback" not in out.stderr + out.stdout
 
 
-def test_validate_prints_counts(tmp_path):
+def test_validate_prints_counts(ltv, tmp_path):
     (tmp_path / "transactions.csv").write_text(
         "customer_id,order_id,ordered_at,amount\nC1,O1,2024-01-01,1\nC1,O1,2024-01-01,1\n"
         "C2,O2,bad,1\n"

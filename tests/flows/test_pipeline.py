@@ -1,0 +1,43 @@
+"""End to end: the demo, and the real-data import followed by validation."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from features import Rules, load_dataset
+from flows.data import import_dataset
+
+
+def test_demo_runs_end_to_end(ltv, tmp_path):
+    out = ltv("demo", "--customers", "400", "--workdir", str(tmp_path / "work"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = tmp_path / "work" / "demo-data"
+    assert {p.name for p in data.glob("*.parquet")} >= {
+        "transactions.parquet",
+        "touches.parquet",
+        "customers.parquet",
+        "ground_truth.parquet",
+    }
+    lines = len(pd.read_parquet(data / "transactions.parquet"))
+    assert f"lines={lines:,}" in out.stdout
+    assert "quarantined 0" in out.stdout  # the generator writes only valid rows
+
+
+def test_completejourney_import_then_validate(tmp_path):
+    state = import_dataset(out=tmp_path, return_state=True)
+    assert state.is_completed()
+    assert sorted(Path(p).name for p in state.result()) == [
+        "customers.parquet",
+        "touches.parquet",
+        "transactions.parquet",
+    ]
+    dataset = load_dataset(tmp_path, Rules(timezone="America/New_York"))
+    assert dataset.quarantined == 0, dataset.reports
+    summary = dataset.summary()
+    assert (summary["customers"], summary["orders"], summary["lines"]) == (
+        2_469,
+        155_848,
+        1_469_307,
+    )
+    assert len(dataset.customers) == 2_469
+    assert dataset.touches["responded_at"].notna().sum() == 792
