@@ -43,10 +43,14 @@ class Dataset:
         return sum(r.quarantined for r in self.reports.values())
 
     def summary(self) -> dict[str, object]:
-        """Customers, orders, date range and row counts, for a person to read."""
+        """Customers (in any table), buyers, orders, date range and row counts."""
         tx = self.transactions
+        known = pd.concat(
+            [t["customer_id"] for t in (tx, self.touches, self.customers) if t is not None]
+        )
         return {
-            "customers": int(tx["customer_id"].nunique()),
+            "customers": int(known.nunique()),
+            "buyers": int(tx["customer_id"].nunique()),
             "orders": int(tx["order_id"].nunique()),
             "lines": len(tx),
             "first_order": tx["ordered_at"].min(),

@@ -8,9 +8,11 @@ Three steps per table, all vectorised:
 2. *Parse*: each contract column is turned into its type (ids and text to strings, timestamps
    to the configured timezone, numbers to floats, counts to integers); a cell that does not
    parse is remembered with what it held.
-3. *Check*: a pandera schema per table, validated lazily so that every failure of every row
-   is collected; then the row-set rules (exact duplicate lines, an order shared by customers,
-   a response before its touch).
+3. *Check*: every rule of every column (``cell_rules``: ranges, finiteness, whole numbers,
+   dates) over all rows at once, then the row-set rules (exact duplicate lines, an order shared
+   by customers, a response before its touch). All failures of a row are collected, not just
+   the first. The table's pandera schema is built from the same rules and validates the
+   accepted rows, so nothing that breaks the contract can be accepted.
 
 A row with at least one failure goes to quarantine with all its reasons, joined by ``"; "``.
 ``rows_in == accepted + quarantined`` holds for every table and is asserted.
@@ -24,12 +26,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cache
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow as pyarrow
+import pyarrow
 import pyarrow.compute as pc
 
 from features.contracts import DIRECT_IDENTIFIER_PATTERN, ColumnSpec, TableSpec
@@ -430,9 +433,19 @@ def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.n
     return _Failure(rows, "line", message, first.astype(str).astype(object), quoted=False)
 
 
+@cache
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for this process, made on first use (a connection costs ~20 ms)."""
+    return duckdb.connect()
+
+
 def _query(sql: str, **tables: object) -> pd.DataFrame:
-    """Run ``sql`` on a private DuckDB connection over the named tables (pandas or Arrow)."""
-    with duckdb.connect() as con:
+    """Run ``sql`` over the named tables (pandas or Arrow) on a cursor of its own.
+
+    A cursor is DuckDB's per-thread handle: its registered names are private to it, so calls
+    from several threads never see each other's tables.
+    """
+    with _duckdb().cursor() as con:
         for name, table in tables.items():
             con.register(name, table)
         return con.sql(sql).df()

@@ -115,7 +115,7 @@ def _print_validation(result: dict[str, Any]) -> None:
             f"{name:<13} rows_in={report['rows_in']:>10,}  accepted={report['accepted']:>10,}  "
             f"quarantined={report['quarantined']:>8,}  duplicates={report['duplicates']:,}"
         )
-        for reason, count in sorted(report["reasons"].items(), key=lambda kv: -kv[1])[:8]:
+        for reason, count in sorted(report["reasons"].items(), key=lambda kv: -kv[1])[:12]:
             typer.echo(f"{'':<15}{count:>8,} × {reason}")
         protected = report["hashed_columns"] + report["dropped_columns"]
         if protected:
@@ -125,7 +125,8 @@ def _print_validation(result: dict[str, Any]) -> None:
             )
     s = result["summary"]
     typer.echo(
-        f"customers={s['customers']:,} orders={s['orders']:,} lines={s['lines']:,} "
+        f"customers={s['customers']:,} buyers={s['buyers']:,} orders={s['orders']:,} "
+        f"lines={s['lines']:,} "
         f"touches={s['touches']:,} orders from {s['first_order']:%Y-%m-%d} "
         f"to {s['last_order']:%Y-%m-%d}"
     )
@@ -156,12 +157,21 @@ def generate(
     days: Annotated[int, typer.Option(help="Days of history.")] = 730,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     fmt: Format = "parquet",
+    messy: Annotated[
+        float, typer.Option(help="Share of rows given a realistic defect (CSV only), e.g. 0.002.")
+    ] = 0.0,
     workdir: Workdir = None,
 ) -> None:
     """Generate synthetic private-domain data with a ground-truth file."""
     from flows.data import generate as generate_flow
 
-    paths = _run(lambda: generate_flow(customers=customers, out=out, days=days, seed=seed, fmt=fmt))
+    if not 0 <= messy < 1 or (messy and fmt != "csv"):
+        _fail("error: --messy takes a share in [0, 1) and needs --format csv", EXIT_INPUT)
+    paths = _run(
+        lambda: generate_flow(
+            customers=customers, out=out, days=days, seed=seed, fmt=fmt, messy=messy
+        )
+    )
     for path in paths:
         typer.echo(path)
 

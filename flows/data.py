@@ -11,7 +11,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features import synthetic
+from features import messy, synthetic
 from features.adapters import completejourney
 from features.dataset import Dataset, load_dataset
 from features.io import write_csv_safe, write_parquet
@@ -37,6 +37,12 @@ def generate_data(out: Path, customers: int, days: int, seed: int, fmt: Format) 
     """Write a synthetic dataset (and its ground truth) to ``out``."""
     paths = synthetic.generate_to(out, customers, days=days, seed=seed, fmt=fmt)
     return [str(p) for p in paths.values()]
+
+
+@task(name="add-defects", cache_policy=NO_CACHE)
+def add_defects(out: Path, fraction: float, seed: int) -> str:
+    """Inject realistic export defects into the CSV tables; return the manifest's path."""
+    return str(messy.make_messy_files(out, fraction=fraction, seed=seed))
 
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
@@ -66,10 +72,20 @@ def write_tables(tables: dict[str, Any], out: Path, fmt: Format) -> list[str]:
 
 @flow(name="ltv-generate")
 def generate(
-    customers: int, out: Path, days: int = 730, seed: int = 42, fmt: Format = "parquet"
+    customers: int,
+    out: Path,
+    days: int = 730,
+    seed: int = 42,
+    fmt: Format = "parquet",
+    messy: float = 0.0,
 ) -> list[str]:
-    """Generate a synthetic private-domain dataset with known ground truth."""
-    return generate_data(out, customers, days, seed, fmt)
+    """Generate a synthetic private-domain dataset with known ground truth.
+
+    With ``messy`` > 0 (CSV only) that share of rows gets a realistic defect, listed in
+    ``defects.csv``.
+    """
+    paths = generate_data(out, customers, days, seed, fmt)
+    return paths + [add_defects(out, messy, seed)] if messy else paths
 
 
 @flow(name="ltv-import")
@@ -89,12 +105,17 @@ def validate(data: Path) -> dict[str, Any]:
     return describe(dataset)
 
 
+#: Share of demo rows given a realistic defect, so the quarantine has something to show.
+DEMO_DEFECTS = 0.002
+
+
 @flow(name="ltv-demo")
 def demo(customers: int, workdir: Path) -> dict[str, Any]:
     """Everything that exists, end to end, on synthetic data."""
     settings = get_settings()
     data = workdir / "demo-data"
-    generate_data(data, customers, 730, settings.seed, "parquet")
+    generate_data(data, customers, 730, settings.seed, "csv")
+    add_defects(data, DEMO_DEFECTS, settings.seed)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     return describe(dataset) | {"data": str(data)}
 

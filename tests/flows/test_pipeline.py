@@ -12,15 +12,17 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     out = ltv("demo", "--customers", "400", "--workdir", str(tmp_path / "work"))
     assert out.returncode == 0, out.stderr[-2000:]
     data = tmp_path / "work" / "demo-data"
-    assert {p.name for p in data.glob("*.parquet")} >= {
-        "transactions.parquet",
-        "touches.parquet",
-        "customers.parquet",
+    assert {p.name for p in data.iterdir()} >= {
+        "transactions.csv",
+        "touches.csv",
+        "customers.csv",
         "ground_truth.parquet",
+        "defects.csv",
     }
-    lines = len(pd.read_parquet(data / "transactions.parquet"))
-    assert f"lines={lines:,}" in out.stdout
-    assert "quarantined 0" in out.stdout  # the generator writes only valid rows
+    defects = pd.read_csv(data / "defects.csv")
+    assert len(defects) > 0
+    assert f"quarantined {len(defects):,} (quarantine: {data / 'quarantine'})" in out.stdout
+    assert "× line: is an exact duplicate of row" in out.stdout
 
 
 def test_completejourney_import_then_validate(tmp_path):
