@@ -103,6 +103,20 @@ def _read_parquet(path: Path) -> RawTable:
 
 def _read_csv(path: Path, *, encoding: str) -> RawTable:
     header = _read_header(path, encoding)
+    table, malformed = _parse_csv(path, header, encoding, threads=True)
+    if malformed:  # line numbers are only known reading on one thread: read again to get them
+        table, malformed = _parse_csv(path, header, encoding, threads=False)
+    frame = _to_pandas(table)
+    frame.columns = header
+    bad_lines = {line for line, _, _ in malformed if line is not None}
+    lines = _good_lines(len(frame), bad_lines)
+    return RawTable(path, frame, pd.Series(lines, index=frame.index), malformed)
+
+
+def _parse_csv(
+    path: Path, header: list[str], encoding: str, *, threads: bool
+) -> tuple[pa.Table, list[tuple[int | None, str, str]]]:
+    """Every column as text; records that do not fit the header are set aside with a reason."""
     malformed: list[tuple[int | None, str, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -118,7 +132,7 @@ def _read_csv(path: Path, *, encoding: str) -> RawTable:
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(
-                encoding=encoding, use_threads=False, column_names=header, skip_rows=1
+                encoding=encoding, use_threads=threads, column_names=header, skip_rows=1
             ),
             # Blank lines are records too: reported, never silently skipped.
             parse_options=pacsv.ParseOptions(
@@ -132,11 +146,7 @@ def _read_csv(path: Path, *, encoding: str) -> RawTable:
         )
     except pa.ArrowInvalid as exc:
         raise InputError(_describe_csv_error(path, exc, encoding)) from None
-    frame = _to_pandas(table)
-    frame.columns = header
-    bad_lines = {line for line, _, _ in malformed if line is not None}
-    lines = _good_lines(len(frame), bad_lines)
-    return RawTable(path, frame, pd.Series(lines, index=frame.index), malformed)
+    return table, malformed
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

@@ -42,6 +42,9 @@ _LATEST = pd.Timestamp("2100-01-01")
 #: Text stays in Arrow memory: vectorised string kernels, no Python object per cell.
 TEXT = pd.StringDtype("pyarrow")
 _OFFSET_SUFFIX = r"(Z|[+-]\d\d:?\d\d)$"
+#: What Arrow's casts read: decimal numbers (with exponent, inf, nan) and ISO 8601 local times.
+_NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
+_ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d{1,9})?)?)?)?$"
 _PHONE_OR_EMAIL = r"^(\+?86[- ]?)?1[3-9]\d{9}$|^\+\d{7,15}$|^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _IDENTIFIER = re.compile(DIRECT_IDENTIFIER_PATTERN)
 
@@ -129,7 +132,7 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
     accepted = typed[~bad_mask].reset_index(drop=True) if bad_mask.any() else typed
     for count in (c.name for c in spec.columns if c.kind == "count"):
         if count in accepted:
-            accepted[count] = accepted[count].astype("Int64")
+            accepted[count] = _whole_numbers(accepted[count])
     build_schema(spec, rules).validate(accepted, inplace=True)  # the contract of what is accepted
 
     counts = {f.check: len(f.rows) for f in failures if len(f.rows)}
@@ -219,10 +222,22 @@ def _clean_text(raw: pd.Series) -> pd.Series:
     """Text without surrounding blanks, empty cells null; shares memory when already clean."""
     text = raw.astype(TEXT)
     stripped = text.str.strip()
-    if stripped.str.len().sum() != text.str.len().sum():  # else keep the original, drop the copy
+    if _characters(stripped) != _characters(text):  # else keep the original, drop the copy
         text = stripped
     empty = (text == "").to_numpy(dtype=bool, na_value=False)
     return text.mask(empty) if empty.any() else text
+
+
+def _whole_numbers(values: pd.Series) -> pd.Series:
+    """Checked whole numbers (float) as nullable ``Int64``, without pandas' per-value checks."""
+    missing = values.isna().to_numpy()
+    numbers = values.fillna(0).to_numpy(dtype=np.int64)
+    return pd.Series(pd.arrays.IntegerArray(numbers, missing), index=values.index, name=values.name)
+
+
+def _characters(text: pd.Series) -> int:
+    """Characters in a text column, counted in Arrow."""
+    return int(pc.sum(pc.utf8_length(pyarrow.array(text.array))).as_py() or 0)
 
 
 def _parse_number(raw: pd.Series, rules: Rules) -> Parsed:
@@ -231,8 +246,10 @@ def _parse_number(raw: pd.Series, rules: Rules) -> Parsed:
     if pd.api.types.is_numeric_dtype(raw):
         return Parsed(raw.astype("float64"))
     text = _clean_text(raw)
-    number = pd.to_numeric(text, errors="coerce").astype("float64")
-    return Parsed(number, {"is not a number": (text.notna() & number.isna()).to_numpy()})
+    number = _cast(text, pyarrow.float64(), _NUMBER, _coerce_number)
+    unparsed = (text.notna() & number.isna()).to_numpy()
+    unparsed &= ~_matches(text, r"(?i)^[+-]?nan$")  # a written NaN is a missing value
+    return Parsed(number, {"is not a number": unparsed})
 
 
 def _parse_count(raw: pd.Series, rules: Rules) -> Parsed:
@@ -267,9 +284,40 @@ def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
     )
 
 
+def _cast(
+    text: pd.Series, to: pyarrow.DataType, grammar: str, slow: Callable[[pd.Series], pd.Series]
+) -> pd.Series:
+    """Cast a whole text column with Arrow's strict, fast cast; unparseable cells become null.
+
+    If a cell refuses, the cells matching ``grammar`` are cast; if one of those refuses too (a
+    well-formed but impossible value such as month 13), ``slow`` coerces cell by cell.
+    """
+    arr = pyarrow.array(text.array)
+    try:
+        out = pc.cast(arr, to)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+        try:
+            out = pc.cast(pc.if_else(pc.match_substring_regex(arr, grammar), arr, None), to)
+        except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+            return slow(text)
+    return pd.Series(out.to_numpy(zero_copy_only=False), index=text.index)
+
+
+def _coerce_number(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def _coerce_iso_timestamp(text: pd.Series) -> pd.Series:
+    return pd.to_datetime(text, format="ISO8601", errors="coerce")
+
+
 def _to_datetime(text: pd.Series, *, utc: bool) -> pd.Series:
-    """ISO 8601 fast path, then a per-cell fallback for other common layouts."""
-    first = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
+    """ISO 8601 through Arrow, then pandas for the other common layouts, cell by cell."""
+    if utc:
+        first = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    else:
+        first = _cast(text, pyarrow.timestamp("ns"), _ISO_TIMESTAMP, _coerce_iso_timestamp)
+        first = first.astype("datetime64[ns]")
     retry = first.isna() & text.notna()
     if retry.any():
         first[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=utc)
@@ -374,9 +422,10 @@ def _cell_failures(
         if column.required:
             missing = ~present & ~unparsed[column.name]
             found.append(_failure(frame, missing, column.name, "is missing", show=False))
+        filled = values if present.all() else values[present]  # no copy in the usual case
         for rule in cell_rules(column, rules):
             bad = present.copy()
-            bad[present] = ~rule.passes(values[present]).to_numpy(dtype=bool)
+            bad[present] = ~rule.passes(filled).to_numpy(dtype=bool)
             found.append(_failure(frame, bad, column.name, rule.message))
     return found
 
@@ -411,14 +460,20 @@ def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.n
     """
     message = "is an exact duplicate of row"
     none = _Failure(np.zeros(0, dtype=np.int64), "line", message)
+    positions = np.flatnonzero(~failed)
     lines = pyarrow.Table.from_pandas(frame, preserve_index=False)  # shares the columns' memory
+    if failed.any():
+        lines = lines.take(positions)
+    lines = lines.append_column("__position", pyarrow.array(positions))
     columns = ", ".join(_quote(c) for c in frame.columns)
-    hashes = _query(f"SELECT hash({columns}) AS h FROM lines", lines=lines)["h"]
-    candidate = hashes.duplicated(keep=False).to_numpy() & ~failed
-    if not candidate.any():
+    candidates = _query(
+        f"WITH h AS (SELECT __position, hash({columns}) AS h FROM lines) "
+        "SELECT __position FROM h WHERE h IN (SELECT h FROM h GROUP BY h HAVING count(*) > 1)",
+        lines=lines,
+    )["__position"].to_numpy(dtype=np.int64)
+    if not len(candidates):
         return none
-    positions = np.flatnonzero(candidate)
-    lines = lines.take(positions).append_column("__position", pyarrow.array(positions))
+    lines = lines.take(np.searchsorted(positions, np.sort(candidates)))
     repeats = _query(
         f"SELECT min(__position) AS first, list(__position) AS rows FROM lines "
         f"GROUP BY {columns} HAVING count(*) > 1",

@@ -360,3 +360,26 @@ def test_duplicates_with_empty_cells_are_found(tmp_path):
         ["5", "line is an exact duplicate of row 2"],
     ]
     assert ds.transactions["sku"].tolist()[1] == "x"
+
+
+def test_number_and_timestamp_layouts(tmp_path):
+    write(
+        tmp_path / "transactions.csv",
+        "customer_id,order_id,ordered_at,amount\n"
+        "C1,O1,2024/1/5 9:30,1e400\n"
+        "C2,O2, 2024-01-05 10:00 ,nan\n"
+        "C3,O3,2024-13-45 25:61, 12.5 \n"
+        "C4,O4,05 Jan 2024,+4\n"
+        "C5,O5,2024-01-05T10:00:00.250,.5\n",
+    )
+    ds = load_dataset(tmp_path)
+    assert quarantine(tmp_path)["reason"].tolist() == [
+        "amount is not finite (inf): '1e400'",
+        "amount is missing",
+        "ordered_at is not a timestamp: '2024-13-45 25:61'",
+    ]
+    assert ds.transactions["amount"].tolist() == [4.0, 0.5]
+    assert ds.transactions["ordered_at"].dt.strftime("%Y-%m-%d %H:%M:%S.%f").tolist() == [
+        "2024-01-05 00:00:00.000000",
+        "2024-01-05 10:00:00.250000",
+    ]
