@@ -26,9 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
@@ -36,6 +34,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from features.contracts import DIRECT_IDENTIFIER_PATTERN, ColumnSpec, TableSpec
+from features.duck import query, quote
 from features.io import InputError, RawTable, require_columns
 
 _LATEST = pd.Timestamp("2100-01-01")
@@ -436,7 +435,7 @@ def _row_set_failures(typed: pd.DataFrame, spec: TableSpec, failed: np.ndarray) 
     ok = ~failed
     if spec.name == "transactions":
         lines = typed.loc[ok, ["order_id", "customer_id"]]
-        shared_orders = _query(
+        shared_orders = query(
             "SELECT order_id FROM lines GROUP BY order_id "
             "HAVING min(customer_id) <> max(customer_id)",
             lines=lines,
@@ -465,8 +464,8 @@ def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.n
     if failed.any():
         lines = lines.take(positions)
     lines = lines.append_column("__position", pyarrow.array(positions))
-    columns = ", ".join(_quote(c) for c in frame.columns)
-    candidates = _query(
+    columns = ", ".join(quote(c) for c in frame.columns)
+    candidates = query(
         f"WITH h AS (SELECT __position, hash({columns}) AS h FROM lines) "
         "SELECT __position FROM h WHERE h IN (SELECT h FROM h GROUP BY h HAVING count(*) > 1)",
         lines=lines,
@@ -474,7 +473,7 @@ def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.n
     if not len(candidates):
         return none
     lines = lines.take(np.searchsorted(positions, np.sort(candidates)))
-    repeats = _query(
+    repeats = query(
         f"SELECT min(__position) AS first, list(__position) AS rows FROM lines "
         f"GROUP BY {columns} HAVING count(*) > 1",
         lines=lines,
@@ -486,29 +485,6 @@ def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.n
     rows = repeats["rows"].to_numpy(dtype=np.int64)
     first = source_row.to_numpy()[repeats["first"].to_numpy(dtype=np.int64)]
     return _Failure(rows, "line", message, first.astype(str).astype(object), quoted=False)
-
-
-@cache
-def _duckdb() -> duckdb.DuckDBPyConnection:
-    """One in-memory DuckDB for this process, made on first use (a connection costs ~20 ms)."""
-    return duckdb.connect()
-
-
-def _query(sql: str, **tables: object) -> pd.DataFrame:
-    """Run ``sql`` over the named tables (pandas or Arrow) on a cursor of its own.
-
-    A cursor is DuckDB's per-thread handle: its registered names are private to it, so calls
-    from several threads never see each other's tables.
-    """
-    with _duckdb().cursor() as con:
-        for name, table in tables.items():
-            con.register(name, table)
-        return con.sql(sql).df()
-
-
-def _quote(name: str) -> str:
-    """A column name as a DuckDB identifier, whatever characters it holds."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 # --- reasons ---------------------------------------------------------------------------------

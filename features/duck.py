@@ -1,0 +1,31 @@
+"""The one DuckDB of a process: vectorised SQL over pandas or Arrow tables, no files."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import duckdb
+import pandas as pd
+
+
+@cache
+def _connection() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for this process, made on first use (a connection costs ~20 ms)."""
+    return duckdb.connect()
+
+
+def query(sql: str, **tables: object) -> pd.DataFrame:
+    """Run ``sql`` over the named tables (pandas DataFrames or Arrow tables); return pandas.
+
+    Each call gets a cursor of its own, DuckDB's per-thread handle: its registered names are
+    private to it, so calls from several threads never see each other's tables.
+    """
+    with _connection().cursor() as con:
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.sql(sql).df()
+
+
+def quote(name: str) -> str:
+    """A column name as a DuckDB identifier, whatever characters it holds."""
+    return '"' + str(name).replace('"', '""') + '"'
