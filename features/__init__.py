@@ -3,8 +3,19 @@
 No MLflow, Prefect or Feast imports here; functions take plain arguments.
 """
 
+from features.customer_features import LifecycleThresholds, build_features
 from features.dataset import Dataset, check_dataset, load_dataset
 from features.io import InputError
+from features.labels import make_labels
 from features.validation import Rules
 
-__all__ = ["Dataset", "InputError", "Rules", "check_dataset", "load_dataset"]
+__all__ = [
+    "Dataset",
+    "InputError",
+    "LifecycleThresholds",
+    "Rules",
+    "build_features",
+    "check_dataset",
+    "load_dataset",
+    "make_labels",
+]

@@ -6,8 +6,11 @@ Only the required columns may be assumed; optional columns are validated when pr
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Literal
+
+import pandas as pd
 
 Kind = Literal["id", "text", "timestamp", "number", "count"]
 
@@ -105,3 +108,33 @@ CUSTOMERS = TableSpec(
 )
 
 SPECS: dict[str, TableSpec] = {s.name: s for s in (TRANSACTIONS, TOUCHES, CUSTOMERS)}
+
+
+def cutoff_timestamp(
+    value: datetime.date | str | pd.Timestamp,
+    tz: datetime.tzinfo | str | None,
+    name: str = "as_of",
+) -> pd.Timestamp:
+    """The instant a cutoff names, in the data's timezone ``tz`` (``None``: naive data).
+
+    A date (or ``'YYYY-MM-DD'``) is midnight at the start of that day in ``tz``; a naive
+    timestamp is read in ``tz``; an aware one is converted to it. Raises ``ValueError`` for
+    something that is not a date, or an aware cutoff for naive data.
+    """
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a date or a timestamp, not {value!r}") from error
+    if pd.isna(stamp):
+        raise ValueError(f"{name} must be a date or a timestamp, not {value!r}")
+    if tz is None:
+        if stamp.tzinfo is not None:
+            raise ValueError(
+                f"{name} {stamp} has a timezone but the data's timestamps are naive: pass a "
+                "naive timestamp or a date in the data's own clock"
+            )
+    elif stamp.tzinfo is None:
+        stamp = stamp.tz_localize(tz, ambiguous=True, nonexistent="shift_forward")
+    else:
+        stamp = stamp.tz_convert(tz)
+    return stamp.as_unit("ns")

@@ -1,0 +1,704 @@
+"""Point-in-time customer features: one row per customer known at a cutoff, nothing after it.
+
+``build_features`` turns the validated input tables into the operators' tags (RFM, purchase
+interval, category breadth, channel response, coupon sensitivity, estimated inventory, lifecycle)
+as of a cutoff ``T``. Only rows whose event time is strictly before ``T`` are read: lines with
+``ordered_at < T``, touches with ``sent_at < T`` (a response counts only if ``responded_at < T``),
+customers with ``joined_at < T``. A refund line dated at or after ``T`` therefore changes nothing
+at ``T``.
+
+Everything heavy runs in DuckDB (``features.duck.query``): one pass over the lines to orders, one
+window over each customer's orders, one over each customer x category, one pass over touches.
+Times enter DuckDB as integer nanoseconds since the epoch (UTC instants), so the session time
+zone never matters; day counts are fractional, ``seconds / 86400``.
+
+Conventions shared by all families:
+
+- An *order* is a distinct ``order_id``; its time is the earliest of its lines before ``T``, its
+  value the sum of ``amount`` over its lines before ``T`` (refund lines, ``amount < 0``, included).
+  Order windows (``orders_90d``, ``spend_90d`` ...) select orders by order time in
+  ``[T - 90 d, T)``; a refund before ``T`` of an older order lowers that older order's value.
+- A *purchase line* is a line with ``amount >= 0`` (refund lines are not purchases); category
+  breadth and estimated inventory use purchase lines, windows by the line's own time.
+- Windows are half-open, ``[T - N days, T)``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.contracts import TOUCH_CHANNELS, cutoff_timestamp
+from features.duck import query
+
+__all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
+
+_NS_PER_DAY = 86_400 * 10**9
+_DAY = f"{_NS_PER_DAY}.0"
+#: Prior strength (in gaps) pulling a customer's median gap toward the population median gap.
+GAP_PRIOR_GAPS = 3.0
+#: Strength (pseudo-touches) of the fallback Beta prior when method of moments is degenerate.
+WEAK_PRIOR_STRENGTH = 2.0
+_TEXT = pd.StringDtype("pyarrow")
+
+
+@dataclass(frozen=True)
+class LifecycleThresholds:
+    """When a customer leaves each lifecycle stage, relative to their own purchase cycle.
+
+    Rules, applied in this order (first match wins):
+
+    1. ``acquisition``: no order before the cutoff (this includes "joined within the golden
+       window and no order yet").
+    2. ``lost``: ``overdue_ratio > lost_overdue_ratio`` or
+       ``days_since_last_order > lost_days``.
+    3. ``dormant``: ``overdue_ratio > dormant_overdue_ratio``. With fewer than two orders the
+       customer's ``typical_gap_days`` is the population median gap, so this reads
+       ``days_since_last_order > 2 x population typical gap``.
+    4. ``activation``: fewer than ``mature_orders`` orders.
+    5. ``maturity``: everyone else.
+
+    A null ``overdue_ratio`` (no population gap yet) never matches 2 or 3's ratio tests.
+    """
+
+    dormant_overdue_ratio: float = 2.0
+    lost_overdue_ratio: float = 4.0
+    lost_days: float = 365.0
+    mature_orders: int = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Columns
+# --------------------------------------------------------------------------------------------
+
+_RFM_INT = ["orders_30d", "orders_90d", "orders_365d", "orders_total"]
+_RFM_FLOAT = [
+    "days_since_last_order",
+    "days_since_first_order",
+    "spend_30d",
+    "spend_90d",
+    "spend_365d",
+    "spend_total",
+    "aov_365d",
+    "spend_trend_90d",
+    "refund_share_365d",
+]
+_SCORES = ["r_score", "f_score", "m_score"]
+_GAP_FLOAT = [
+    "gap_mean_days",
+    "gap_median_days",
+    "gap_std_days",
+    "gap_cv",
+    "last_gap_days",
+    "typical_gap_days",
+    "overdue_ratio",
+]
+_CAT_INT = ["categories_90d", "categories_365d", "new_categories_90d"]
+_CAT_FLOAT = ["category_entropy_365d", "top_category_share_365d"]
+_TOUCH_INT = ["touches_7d", "touches_30d", "touches_180d", "responses_180d"]
+_TOUCH_FLOAT = ["response_rate_180d", "days_since_last_response"]
+_REPL_INT = ["categories_due_7d", "categories_overdue"]
+_REPL_FLOAT = ["days_to_next_due"]
+
+
+def sanitize_channel(name: str) -> str:
+    """A channel value as a column suffix: lower case, runs of non-word characters as ``_``."""
+    cleaned = re.sub(r"\W+", "_", str(name).strip().lower()).strip("_")
+    return cleaned or "other"
+
+
+def _ns(values: pd.Series) -> pa.Array:
+    """Event times as int64 nanoseconds since the epoch (UTC instants), nulls kept."""
+    if not (
+        pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.DatetimeTZDtype)
+    ):
+        values = pd.to_datetime(values)
+    values = values.dt.as_unit("ns")
+    return pc.cast(pa.array(values), pa.int64())
+
+
+def _arrow(values: pd.Series) -> pa.Array:
+    return pa.array(values, from_pandas=True)
+
+
+def _encode(ids: pd.Series) -> tuple[pa.Array, pa.Array]:
+    """Customer ids as dense int32 codes (grouping on integers is several times faster)."""
+    text = pa.array(ids.astype(_TEXT), from_pandas=True)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    encoded = pc.dictionary_encode(text)
+    return encoded.indices, encoded.dictionary
+
+
+def _decode(frame: pd.DataFrame, dictionary: pa.Array) -> pd.DataFrame:
+    """Replace the ``ci`` codes of ``frame`` by the ``customer_id`` strings, first column."""
+    codes = pa.array(frame.pop("ci").to_numpy(dtype=np.int64))
+    frame.insert(0, "customer_id", pc.take(dictionary, codes).to_pandas())
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Transactions: RFM, intervals, category breadth, discounts, estimated inventory
+# --------------------------------------------------------------------------------------------
+
+
+def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
+    has_cat = "category" in tx.columns
+    has_disc = "discount" in tx.columns
+    codes, dictionary = _encode(tx["customer_id"])
+    cols: dict[str, pa.Array] = {
+        "ci": codes,
+        "order_id": _arrow(tx["order_id"].astype(_TEXT)),
+        "t": _ns(tx["ordered_at"]),
+        "amount": _arrow(tx["amount"].astype("float64")),
+    }
+    if has_cat:
+        cols["category"] = _arrow(tx["category"].astype(_TEXT))
+        qty = tx["quantity"] if "quantity" in tx.columns else pd.Series(pd.NA, index=tx.index)
+        cols["q"] = _arrow(pd.to_numeric(qty).astype("Float64").astype("float64"))
+    if has_disc:
+        cols["discount"] = _arrow(tx["discount"].astype("float64"))
+    lines = pa.table(cols)
+
+    def since(days: int) -> str:
+        return str(cut - days * _NS_PER_DAY)
+
+    disc = "coalesce(max(discount), 0) > 0" if has_disc else "NULL::BOOLEAN"
+    disc_out = (
+        f"count(*) FILTER (WHERE disc AND ot >= {since(365)})::DOUBLE "
+        f"/ nullif(count(*) FILTER (WHERE ot >= {since(365)}), 0)"
+        if has_disc
+        else "NULL::DOUBLE"
+    )
+    order_sql = f"""
+    orders AS (
+        SELECT ci, hash(order_id) AS oh, min(t) AS ot, sum(amount) AS value,
+               coalesce(sum(amount) FILTER (WHERE amount > 0), 0) AS gross,
+               coalesce(sum(amount) FILTER (WHERE amount < 0), 0) AS refund,
+               {disc} AS disc
+        FROM lines WHERE t < {cut}
+        GROUP BY ci, oh
+    ),
+    seq AS (
+        SELECT *, (ot - lag(ot) OVER (PARTITION BY ci ORDER BY ot)) / {_DAY} AS gap,
+               lag(ot) OVER (PARTITION BY ci ORDER BY ot) AS prev_ot
+        FROM orders
+    ),
+    rfm AS (
+        SELECT ci,
+            count(*) AS orders_total,
+            count(*) FILTER (WHERE ot >= {since(30)}) AS orders_30d,
+            count(*) FILTER (WHERE ot >= {since(90)}) AS orders_90d,
+            count(*) FILTER (WHERE ot >= {since(365)}) AS orders_365d,
+            ({cut} - max(ot)) / {_DAY} AS days_since_last_order,
+            ({cut} - min(ot)) / {_DAY} AS days_since_first_order,
+            min(ot) AS first_ot,
+            coalesce(sum(value) FILTER (WHERE ot >= {since(30)}), 0) AS spend_30d,
+            coalesce(sum(value) FILTER (WHERE ot >= {since(90)}), 0) AS spend_90d,
+            coalesce(sum(value) FILTER (WHERE ot >= {since(365)}), 0) AS spend_365d,
+            sum(value) AS spend_total,
+            coalesce(sum(value) FILTER (WHERE ot >= {since(180)} AND ot < {since(90)}), 0)
+                AS spend_prev_90d,
+            sum(gross) FILTER (WHERE ot >= {since(365)}) AS gross_365d,
+            sum(refund) FILTER (WHERE ot >= {since(365)}) AS refund_365d,
+            {disc_out} AS discount_order_share_365d,
+            count(gap) AS n_gaps,
+            avg(gap) AS gap_mean_days,
+            median(gap) AS gap_median_days,
+            stddev_samp(gap) AS gap_std_days,
+            (max(ot) - max(prev_ot)) / {_DAY} AS last_gap_days
+        FROM seq GROUP BY ci
+    )"""
+    if has_cat:
+        cat_sql = f""",
+    purch AS MATERIALIZED (
+        SELECT ci, category, t AS pt, count(*) AS n_lines, sum(coalesce(q, 1.0)) AS qty
+        FROM lines WHERE t < {cut} AND amount >= 0 AND category IS NOT NULL
+        GROUP BY ci, category, t
+    ),
+    cc AS (
+        SELECT ci, category, min(pt) AS first_t,
+               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(90)}), 0) AS n90,
+               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(365)}), 0) AS n365
+        FROM purch GROUP BY ci, category
+    ),
+    catf AS (
+        SELECT ci,
+            count(*) FILTER (WHERE n90 > 0) AS categories_90d,
+            count(*) FILTER (WHERE n365 > 0) AS categories_365d,
+            count(*) FILTER (WHERE n90 > 0 AND first_t >= {since(90)}) AS new_categories_90d,
+            CASE WHEN sum(n365) > 0 THEN greatest(0.0, ln(sum(n365))
+                 - sum(n365 * ln(n365)) FILTER (WHERE n365 > 0) / sum(n365)) END
+                AS category_entropy_365d,
+            max(n365) / nullif(sum(n365), 0) AS top_category_share_365d
+        FROM cc GROUP BY ci
+    ),
+    pseq AS (
+        SELECT *, (lead(pt) OVER w - pt) / {_DAY} / qty AS cycle
+        FROM purch
+        WINDOW w AS (PARTITION BY ci, category ORDER BY pt)
+    ),
+    own AS (
+        SELECT ci, category, median(cycle) AS own_cycle,
+               max(pt) AS last_t, arg_max(qty, pt) AS last_q
+        FROM pseq GROUP BY ci, category
+    ),
+    popc AS (SELECT category, median(cycle) AS pop_cycle FROM pseq GROUP BY category),
+    runout AS (
+        SELECT ci,
+               (last_t + last_q * coalesce(own_cycle, pop_cycle) * {_DAY} - {cut}) / {_DAY}
+                   AS due_in
+        FROM own JOIN popc USING (category)
+        WHERE last_t >= {since(365)}
+    ),
+    repl AS (
+        SELECT ci,
+            count(*) FILTER (WHERE due_in >= 0 AND due_in < 7) AS categories_due_7d,
+            count(*) FILTER (WHERE due_in < 0) AS categories_overdue,
+            min(due_in) AS days_to_next_due
+        FROM runout GROUP BY ci
+    )"""
+        cat_cols = """
+            coalesce(c.categories_90d, 0) AS categories_90d,
+            coalesce(c.categories_365d, 0) AS categories_365d,
+            c.category_entropy_365d, coalesce(c.new_categories_90d, 0) AS new_categories_90d,
+            c.top_category_share_365d,
+            coalesce(p.categories_due_7d, 0) AS categories_due_7d,
+            coalesce(p.categories_overdue, 0) AS categories_overdue, p.days_to_next_due"""
+        cat_join = """
+        LEFT JOIN catf c USING (ci) LEFT JOIN repl p USING (ci)"""
+    else:
+        cat_sql = ""
+        cat_cols = ",\n".join(f"NULL AS {c}" for c in _CAT_INT + _CAT_FLOAT + _REPL_INT)
+        cat_cols += ", NULL::DOUBLE AS days_to_next_due"
+        cat_join = ""
+    sql = f"""
+    WITH {order_sql}{cat_sql}
+    SELECT r.*, {cat_cols}
+    FROM rfm r {cat_join}
+    """
+    return _decode(query(sql, lines=lines), dictionary)
+
+
+# --------------------------------------------------------------------------------------------
+# Touches: channel response, contact fatigue, coupon response
+# --------------------------------------------------------------------------------------------
+
+
+def _beta_prior(responses: np.ndarray, touches: np.ndarray) -> tuple[float, float]:
+    """Beta(alpha, beta) by method of moments over per-customer rates (customers with touches).
+
+    Degenerate cases (fewer than two customers, zero variance, mean 0 or 1, or moments that
+    imply a non-positive strength) fall back to a weak prior of strength
+    ``WEAK_PRIOR_STRENGTH`` centred on the pooled Laplace rate ``(R + 1) / (N + 2)``.
+    """
+    reached = touches > 0
+    rates = responses[reached] / touches[reached]
+    if rates.size >= 2:
+        mean = float(rates.mean())
+        var = float(rates.var())
+        if var > 0 and 0 < mean < 1:
+            strength = mean * (1 - mean) / var - 1
+            if strength > 0:
+                return mean * strength, (1 - mean) * strength
+    pooled = (float(responses[reached].sum()) + 1) / (float(touches[reached].sum()) + 2)
+    return WEAK_PRIOR_STRENGTH * pooled, WEAK_PRIOR_STRENGTH * (1 - pooled)
+
+
+def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
+    alpha, beta = _beta_prior(responses, touches)
+    return (responses + alpha) / (touches + alpha + beta)
+
+
+def _touch_features(touches: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, list[str]]:
+    has_coupon = "coupon_value" in touches.columns
+    raw = touches["channel"].astype(_TEXT)
+    before = _ns(touches["sent_at"])
+    raw_arrow = _arrow(raw)
+    mask = pc.fill_null(pc.less(before, pa.scalar(cut, pa.int64())), False)
+    seen = sorted(
+        str(v) for v in pc.unique(pc.filter(raw_arrow, mask)).to_pylist() if v is not None
+    )
+    mapping = {v: sanitize_channel(v) for v in seen}
+    names = set(mapping.values())
+    channels = [c for c in TOUCH_CHANNELS if c in names] + sorted(names - set(TOUCH_CHANNELS))
+    responded = (
+        _ns(touches["responded_at"])
+        if "responded_at" in touches.columns
+        else pa.nulls(len(touches), pa.int64())
+    )
+    codes, dictionary = _encode(touches["customer_id"])
+    cols: dict[str, pa.Array] = {
+        "ci": codes,
+        "channel": raw_arrow,
+        "s": before,
+        "r": responded,
+    }
+    if has_coupon:
+        cols["cv"] = _arrow(touches["coupon_value"].astype("float64"))
+    table = pa.table(cols)
+    s180 = cut - 180 * _NS_PER_DAY
+    case = " ".join(
+        f"WHEN '{v.replace(chr(39), chr(39) * 2)}' THEN '{k}'" for v, k in mapping.items()
+    )
+    ch_expr = f"CASE channel {case} END" if mapping else "NULL::VARCHAR"
+    per_channel = []
+    for i, ch in enumerate(channels):
+        per_channel.append(
+            f"count(*) FILTER (WHERE ch = '{ch}' AND s >= {s180}) AS n_{i}, "
+            f"count(*) FILTER (WHERE ch = '{ch}' AND s >= {s180} AND r < {cut}) AS k_{i}"
+        )
+    coupon = (
+        f"count(*) FILTER (WHERE cv > 0 AND s >= {s180}) AS coupon_touches_180d, "
+        f"count(*) FILTER (WHERE cv > 0 AND s >= {s180} AND r < {cut}) AS coupon_responses"
+        if has_coupon
+        else "NULL::BIGINT AS coupon_touches_180d, NULL::BIGINT AS coupon_responses"
+    )
+    sql = f"""
+    WITH t AS (SELECT ci, {ch_expr} AS ch, s, r{", cv" if has_coupon else ""}
+               FROM touches WHERE s < {cut})
+    SELECT ci,
+        count(*) FILTER (WHERE s >= {cut - 7 * _NS_PER_DAY}) AS touches_7d,
+        count(*) FILTER (WHERE s >= {cut - 30 * _NS_PER_DAY}) AS touches_30d,
+        count(*) FILTER (WHERE s >= {s180}) AS touches_180d,
+        count(*) FILTER (WHERE s >= {s180} AND r < {cut}) AS responses_180d,
+        ({cut} - max(r) FILTER (WHERE r < {cut})) / {_DAY} AS days_since_last_response,
+        {coupon}{"".join(", " + p for p in per_channel)}
+    FROM t GROUP BY ci
+    """
+    agg = _decode(query(sql, touches=table), dictionary)
+    return agg, channels
+
+
+def _apply_touch_rates(out: pd.DataFrame, channels: list[str], has_coupon: bool) -> pd.DataFrame:
+    """Smoothed rates and best channel over all known customers (0 touches -> prior mean)."""
+    new: dict[str, object] = {}
+    n = out["touches_180d"].fillna(0).to_numpy(dtype=np.float64)
+    k = out["responses_180d"].fillna(0).to_numpy(dtype=np.float64)
+    new["touches_180d"] = n
+    new["responses_180d"] = k
+    new["response_rate_180d"] = _smoothed(k, n)
+    for col in ("touches_7d", "touches_30d"):
+        new[col] = out[col].fillna(0).to_numpy(dtype=np.float64)
+    rates = np.full((len(out), len(channels)), -np.inf)
+    for i, ch in enumerate(channels):
+        n_c = out[f"n_{i}"].fillna(0).to_numpy(dtype=np.float64)
+        k_c = out[f"k_{i}"].fillna(0).to_numpy(dtype=np.float64)
+        rate = _smoothed(k_c, n_c)
+        new[f"touches_180d_{ch}"] = n_c
+        new[f"responses_180d_{ch}"] = k_c
+        new[f"response_rate_{ch}"] = rate
+        rates[:, i] = np.where(n_c > 0, rate, -np.inf)
+    best = pd.Series(pd.NA, index=out.index, dtype=_TEXT)
+    if channels:
+        by_name = np.argsort(np.array(channels))  # ties go to the first name alphabetically
+        pick = by_name[np.argmax(rates[:, by_name], axis=1)]
+        reached = np.isfinite(rates.max(axis=1))
+        best[reached] = np.array(channels, dtype=object)[pick[reached]]
+    new["best_channel"] = best
+    if has_coupon:
+        n_cp = out["coupon_touches_180d"].fillna(0).to_numpy(dtype=np.float64)
+        k_cp = out["coupon_responses"].fillna(0).to_numpy(dtype=np.float64)
+        new["coupon_touches_180d"] = n_cp
+        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
+    out = out.drop(columns=[c for c in out.columns if re.fullmatch(r"[nk]_\d+", c)])
+    return out.assign(**new)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly
+# --------------------------------------------------------------------------------------------
+
+
+def build_features(
+    transactions: pd.DataFrame,
+    touches: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    *,
+    as_of: datetime.date | str | pd.Timestamp,
+    lifecycle: LifecycleThresholds | None = None,
+) -> pd.DataFrame:
+    """Features of every customer known at ``as_of``, from rows strictly before it.
+
+    Args:
+        transactions: Validated lines (``customer_id, order_id, ordered_at, amount``; optional
+            ``category``, ``quantity``, ``discount``).
+        touches: Validated touches or ``None``.
+        customers: Validated customers or ``None``.
+        as_of: The cutoff ``T``: a date or ``'YYYY-MM-DD'`` (midnight starting that day in the
+            time zone of ``ordered_at``) or a timestamp.
+        lifecycle: Stage thresholds (defaults: :class:`LifecycleThresholds`).
+
+    A customer is *known* at ``T`` with a line before ``T``, a touch sent before ``T`` or a
+    ``customers`` row with ``joined_at < T`` (a row with a null ``joined_at`` counts only with
+    a line or touch before ``T``).
+
+    Returns:
+        One row per known customer sorted by ``customer_id``; counts are ``Int64``, everything
+        else numeric ``float64`` (NaN = null), text ``string[pyarrow]``. Days are fractional.
+
+        - ``customer_id``, ``as_of`` (the cutoff timestamp).
+        - RFM: ``days_since_last_order``, ``days_since_first_order``, ``orders_{30,90,365}d``,
+          ``orders_total``, ``spend_{30,90,365}d``, ``spend_total`` (net of refunds before
+          ``T``), ``aov_365d`` (``spend_365d / orders_365d``, null without orders in 365 d),
+          ``spend_trend_90d`` (``spend_90d`` minus spend of orders in ``[T-180d, T-90d)``),
+          ``refund_share_365d`` (minus the refund lines of orders in 365 d over their positive
+          lines; null without positive lines). Without orders: days null, counts and spends 0.
+        - ``r_score``, ``f_score``, ``m_score``: 1-5 among customers with an order before ``T``
+          on last order time (later = 5), ``orders_365d`` and ``spend_365d``. Each value gets
+          its average rank ``a`` (ties share it) among the ``n`` such customers, and the score
+          ``floor(5 (a - 1) / n) + 1``. Null without orders.
+        - ``rfm_segment``: ``no_purchase`` without orders; otherwise with *recent* = ``R >= 3``,
+          *frequent* = ``F >= 4``, *valuable* = ``M >= 4``: recent+frequent+valuable
+          ``important_value``; recent+valuable ``important_develop``; frequent+valuable
+          ``important_retain`` (at risk); valuable ``important_winback``; recent+frequent
+          ``potential``; recent ``new``; frequent ``general``; none ``dormant``.
+        - Intervals between consecutive order times (orders sorted by time, then ``order_id``):
+          ``gap_mean_days``, ``gap_median_days``, ``gap_std_days`` (sample, null with < 2
+          gaps), ``gap_cv`` (std / mean), ``last_gap_days``, ``typical_gap_days`` =
+          ``(g * median + 3 * P) / (g + 3)`` with ``g`` the customer's gaps and ``P`` the
+          median over customers with >= 2 orders of their median gap (prior of 3 gaps; a
+          one-order customer gets ``P``), ``overdue_ratio`` =
+          ``days_since_last_order / typical_gap_days``.
+        - Category breadth over purchase lines with a category (null columns when
+          ``transactions`` has no ``category``): ``categories_90d``, ``categories_365d``,
+          ``category_entropy_365d`` (Shannon, natural log, over line counts),
+          ``new_categories_90d`` (bought in the last 90 d, never before), and
+          ``top_category_share_365d`` (line-count share of the top category).
+        - Channel response (all null when ``touches`` is ``None``): per channel ``c`` seen in a
+          touch before ``T`` (contract channels first in contract order, then others sorted;
+          names lower-cased, non-word runs as ``_``): ``touches_180d_<c>``,
+          ``responses_180d_<c>``, ``response_rate_<c>``. Rates are
+          ``(k + a) / (n + a + b)`` with a Beta(a, b) fitted at ``T`` by method of moments over
+          the per-customer rates of customers reached on ``c`` in 180 d (weak prior, strength
+          2 around the pooled Laplace rate, when degenerate); a customer not reached gets the
+          prior mean. Also ``touches_7d``, ``touches_30d``, ``touches_180d``,
+          ``responses_180d``, ``response_rate_180d`` (same smoothing over all channels),
+          ``days_since_last_response`` (any response before ``T``) and ``best_channel`` (highest
+          smoothed rate among channels reached in 180 d; ties to the first name alphabetically).
+        - Coupons: ``discount_order_share_365d`` (orders in 365 d with a positive ``discount``
+          on a line; null without a ``discount`` column or orders in 365 d),
+          ``coupon_touches_180d`` and ``coupon_response_rate_180d`` (touches with
+          ``coupon_value > 0``, smoothed as above; null without touches or ``coupon_value``).
+        - Estimated inventory (null without ``category``): per customer x category, purchases
+          are the category's purchase lines of one order (time: earliest line; packs: sum of
+          ``quantity``, null = 1). Cycle per pack = the customer's median of ``gap / packs of
+          the earlier purchase`` over that category (>= 2 purchases), else the median of the
+          same ratio over all customers' consecutive purchases of the category before ``T``.
+          Run-out = last purchase time + its packs x cycle. Over categories last bought in the
+          last 365 d: ``categories_due_7d`` (run-out in ``[T, T + 7d)``),
+          ``categories_overdue`` (run-out before ``T``), ``days_to_next_due`` (earliest
+          run-out minus ``T``, may be negative).
+        - Lifecycle: ``tenure_days`` (since ``joined_at`` if before ``T``, else since the first
+          order; null for a customer known only from touches), ``lifecycle_stage`` (see
+          :class:`LifecycleThresholds` for the rules).
+        - Attributes: ``member_tier`` and every other column of ``customers`` except
+          ``customer_id`` and ``joined_at``, as they are (null when unknown).
+    """
+    lifecycle = lifecycle or LifecycleThresholds()
+    tz = getattr(transactions["ordered_at"].dtype, "tz", None)
+    cutoff = cutoff_timestamp(as_of, tz)
+    cut = int(cutoff.as_unit("ns").value)
+
+    tx = _transaction_features(transactions, cut)
+    has_touches = touches is not None
+    if touches is not None:
+        tf, channels = _touch_features(touches, cut)
+    else:
+        tf, channels = pd.DataFrame({"customer_id": pd.Series([], dtype=object)}), []
+    has_coupon = touches is not None and "coupon_value" in touches.columns
+
+    cust_cols: dict[str, pa.Array] = {}
+    if customers is not None:
+        cust_cols["customer_id"] = _arrow(customers["customer_id"].astype(_TEXT))
+        joined = (
+            _ns(customers["joined_at"])
+            if "joined_at" in customers.columns
+            else pa.nulls(len(customers), pa.int64())
+        )
+        cust_cols["j"] = joined
+    else:
+        cust_cols = {"customer_id": pa.array([], pa.string()), "j": pa.array([], pa.int64())}
+    cust = pa.table(cust_cols)
+
+    th = lifecycle
+    sql = f"""
+    WITH known AS (
+        SELECT customer_id FROM tx
+        UNION SELECT customer_id FROM tf
+        UNION SELECT customer_id FROM cust WHERE j < {cut}
+    ),
+    joined AS (SELECT customer_id, min(j) AS j FROM cust WHERE j < {cut} GROUP BY customer_id),
+    base AS (
+        SELECT k.customer_id, tx.* EXCLUDE (customer_id), tf.* EXCLUDE (customer_id),
+               ({cut} - coalesce(jn.j, tx.first_ot)) / {_DAY} AS tenure_days
+        FROM known k LEFT JOIN tx USING (customer_id) LEFT JOIN tf USING (customer_id)
+        LEFT JOIN joined jn USING (customer_id)
+    ),
+    pop AS (SELECT median(gap_median_days) FILTER (WHERE n_gaps > 0) AS pop_gap FROM base),
+    buyers AS (
+        SELECT customer_id,
+            rank() OVER (ORDER BY -days_since_last_order)
+                + (count(*) OVER (PARTITION BY days_since_last_order) - 1) / 2.0 AS ra,
+            rank() OVER (ORDER BY orders_365d)
+                + (count(*) OVER (PARTITION BY orders_365d) - 1) / 2.0 AS fa,
+            rank() OVER (ORDER BY spend_365d)
+                + (count(*) OVER (PARTITION BY spend_365d) - 1) / 2.0 AS ma,
+            count(*) OVER () AS nb
+        FROM base WHERE orders_total > 0
+    ),
+    scored AS (
+        SELECT b.*,
+            CASE WHEN b.orders_total > 0 THEN
+                (b.n_gaps * coalesce(b.gap_median_days, 0) + {GAP_PRIOR_GAPS} * pop.pop_gap)
+                / (b.n_gaps + {GAP_PRIOR_GAPS}) END AS typical_gap_days,
+            floor(5 * (s.ra - 1) / s.nb)::BIGINT + 1 AS r_score,
+            floor(5 * (s.fa - 1) / s.nb)::BIGINT + 1 AS f_score,
+            floor(5 * (s.ma - 1) / s.nb)::BIGINT + 1 AS m_score
+        FROM base b CROSS JOIN pop LEFT JOIN buyers s USING (customer_id)
+    ),
+    ratio AS (
+        SELECT *, days_since_last_order / nullif(typical_gap_days, 0) AS overdue_ratio
+        FROM scored
+    )
+    SELECT *,
+        CASE WHEN r_score IS NULL THEN 'no_purchase'
+             WHEN r_score >= 3 AND f_score >= 4 AND m_score >= 4 THEN 'important_value'
+             WHEN r_score >= 3 AND m_score >= 4 THEN 'important_develop'
+             WHEN f_score >= 4 AND m_score >= 4 THEN 'important_retain'
+             WHEN m_score >= 4 THEN 'important_winback'
+             WHEN r_score >= 3 AND f_score >= 4 THEN 'potential'
+             WHEN r_score >= 3 THEN 'new'
+             WHEN f_score >= 4 THEN 'general'
+             ELSE 'dormant' END AS rfm_segment,
+        CASE WHEN coalesce(orders_total, 0) = 0 THEN 'acquisition'
+             WHEN overdue_ratio > {float(th.lost_overdue_ratio)}
+                  OR days_since_last_order > {float(th.lost_days)} THEN 'lost'
+             WHEN overdue_ratio > {float(th.dormant_overdue_ratio)} THEN 'dormant'
+             WHEN orders_total < {int(th.mature_orders)} THEN 'activation'
+             ELSE 'maturity' END AS lifecycle_stage
+    FROM ratio ORDER BY customer_id
+    """
+    out = query(sql, tx=tx, tf=tf, cust=cust)
+    has_category = "category" in transactions.columns
+    return _finish(out, cutoff, customers, channels, has_touches, has_coupon, has_category)
+
+
+def _finish(
+    out: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    customers: pd.DataFrame | None,
+    channels: list[str],
+    has_touches: bool,
+    has_coupon: bool,
+    has_category: bool,
+) -> pd.DataFrame:
+    """Fill no-order zeros, smooth touch rates, fix dtypes and column order, add attributes."""
+    for col in ("orders_total", "orders_30d", "orders_90d", "orders_365d"):
+        out[col] = out[col].fillna(0)
+    for col in ("spend_30d", "spend_90d", "spend_365d", "spend_total", "spend_prev_90d"):
+        out[col] = out[col].fillna(0.0)
+    out["aov_365d"] = out["spend_365d"] / out["orders_365d"].where(out["orders_365d"] > 0)
+    out["spend_trend_90d"] = out["spend_90d"] - out["spend_prev_90d"]
+    gross = out["gross_365d"].where(out["gross_365d"] > 0)
+    out["refund_share_365d"] = (0.0 - out["refund_365d"].fillna(0.0)) / gross + 0.0
+    mean = out["gap_mean_days"]
+    out["gap_cv"] = out["gap_std_days"] / mean.where(mean > 0)
+    if has_category:
+        for col in (*_CAT_INT, *_REPL_INT):
+            out[col] = out[col].fillna(0)
+    if has_touches:
+        out = _apply_touch_rates(out, channels, has_coupon)
+    channel_cols = [
+        f"{kind}_{ch}"
+        for ch in channels
+        for kind in ("touches_180d", "responses_180d", "response_rate")
+    ]
+    for col in [*_TOUCH_INT, *_TOUCH_FLOAT, "best_channel", "coupon_touches_180d"]:
+        if not has_touches or col not in out:
+            out[col] = np.nan
+    if not has_coupon:
+        out["coupon_touches_180d"] = np.nan
+        out["coupon_response_rate_180d"] = np.nan
+
+    out["as_of"] = pd.Series([cutoff] * len(out), index=out.index).astype(
+        pd.DatetimeTZDtype("ns", cutoff.tz) if cutoff.tz is not None else "datetime64[ns]"
+    )
+    ints = [
+        *_RFM_INT,
+        *_SCORES,
+        *_CAT_INT,
+        *_TOUCH_INT,
+        "coupon_touches_180d",
+        *_REPL_INT,
+        *(c for c in channel_cols if not c.startswith("response_rate")),
+    ]
+    texts = ["rfm_segment", "best_channel", "lifecycle_stage"]
+    order = [
+        "customer_id",
+        "as_of",
+        "days_since_last_order",
+        "days_since_first_order",
+        *_RFM_INT,
+        "spend_30d",
+        "spend_90d",
+        "spend_365d",
+        "spend_total",
+        "aov_365d",
+        "spend_trend_90d",
+        "refund_share_365d",
+        *_SCORES,
+        "rfm_segment",
+        *_GAP_FLOAT,
+        "categories_90d",
+        "categories_365d",
+        "category_entropy_365d",
+        "new_categories_90d",
+        "top_category_share_365d",
+        *channel_cols,
+        *_TOUCH_INT,
+        "response_rate_180d",
+        "days_since_last_response",
+        "best_channel",
+        "discount_order_share_365d",
+        "coupon_touches_180d",
+        "coupon_response_rate_180d",
+        *_REPL_INT,
+        *_REPL_FLOAT,
+        "tenure_days",
+        "lifecycle_stage",
+    ]
+    result = pd.DataFrame(index=pd.RangeIndex(len(out)))
+    for col in order:
+        values = out[col]
+        if col == "customer_id" or col in texts:
+            result[col] = values.astype(object).where(values.notna(), None).astype(_TEXT)
+        elif col == "as_of":
+            result[col] = values.to_numpy() if cutoff.tz is None else values.array
+        elif col in ints:
+            result[col] = pd.to_numeric(values).astype("Float64").round().astype("Int64")
+        else:
+            result[col] = pd.to_numeric(values).astype("float64")
+    return _attach_attributes(result, customers)
+
+
+def _attach_attributes(result: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame:
+    if customers is None:
+        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=_TEXT)
+        return result
+    extra = [c for c in customers.columns if c not in ("customer_id", "joined_at")]
+    first = customers.drop_duplicates("customer_id")
+    attrs = first[extra].set_axis(pd.Index(first["customer_id"].astype(_TEXT)), axis=0)
+    attrs = attrs.reindex(pd.Index(result["customer_id"])).reset_index(drop=True)
+    for col in extra:
+        if col not in result:  # a feature name wins over a same-named attribute
+            result[col] = attrs[col].array
+    if "member_tier" not in result:
+        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=_TEXT)
+    return result
