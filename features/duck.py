@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from functools import cache
 
 import duckdb
@@ -11,7 +13,20 @@ import pandas as pd
 @cache
 def _connection() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB for this process, made on first use (a connection costs ~20 ms)."""
-    return duckdb.connect()
+    connection = duckdb.connect()
+    atexit.register(_close)
+    return connection
+
+
+def _close() -> None:
+    """Close and collect before interpreter shutdown.
+
+    Left to shutdown, DuckDB's bindings print dozens of "leaked instance" lines on stderr after
+    every command that ran a query inside a Prefect flow.
+    """
+    _connection().close()
+    _connection.cache_clear()
+    gc.collect()
 
 
 def query(sql: str, **tables: object) -> pd.DataFrame:

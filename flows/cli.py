@@ -136,18 +136,29 @@ def _print_validation(result: dict[str, Any]) -> None:
     )
 
 
+def _print_features(result: dict[str, Any]) -> None:
+    typer.echo(
+        f"features at {result['as_of']}: {result['customers']:,} customers × "
+        f"{result['columns']} features -> {result['path']}"
+    )
+    for family in ("lifecycle_stage", "rfm_segment"):
+        counts = ", ".join(f"{k} {v:,}" for k, v in result[family].items())
+        typer.echo(f"  {family}: {counts}")
+
+
 @app.command()
 def demo(
     customers: Annotated[int, typer.Option(help="Synthetic customers to generate.")] = 5_000,
     workdir: Workdir = None,
 ) -> None:
     """Everything that exists, end to end, on synthetic data."""
-    from flows.data import demo as demo_flow
+    from flows.demo import demo as demo_flow
 
     settings = _settings(workdir)
     result = _run(lambda: demo_flow(customers=customers, workdir=settings.workdir))
     typer.echo(f"demo data: {result['data']}")
     _print_validation(result)
+    _print_features(result["features"])
 
 
 @app.command()
@@ -221,9 +232,14 @@ def features(
     runner: Runner = "local",
     dask_address: DaskAddress = None,
 ) -> None:
-    """Build point-in-time features at --as-of and register them in Feast."""
-    _as_of(as_of)
-    _not_yet("features", 3)
+    """Build point-in-time features at --as-of and write the snapshot."""
+    from flows.features import features as features_flow
+
+    cutoff = _as_of(as_of)
+    settings = _settings(workdir)
+    _preflight(data)
+    result = _run(lambda: features_flow(data=data, as_of=cutoff, workdir=settings.workdir))
+    _print_features(result | {"as_of": str(cutoff)})
 
 
 @app.command()

@@ -105,21 +105,6 @@ def validate(data: Path) -> dict[str, Any]:
     return describe(dataset)
 
 
-#: Share of demo rows given a realistic defect, so the quarantine has something to show.
-DEMO_DEFECTS = 0.002
-
-
-@flow(name="ltv-demo")
-def demo(customers: int, workdir: Path) -> dict[str, Any]:
-    """Everything that exists, end to end, on synthetic data."""
-    settings = get_settings()
-    data = workdir / "demo-data"
-    generate_data(data, customers, 730, settings.seed, "csv")
-    add_defects(data, DEMO_DEFECTS, settings.seed)
-    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    return describe(dataset) | {"data": str(data)}
-
-
 def describe(dataset: Dataset) -> dict[str, Any]:
     """A plain summary of a validated dataset (what the CLI prints)."""
     return {

@@ -23,6 +23,11 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     assert len(defects) > 0
     assert f"quarantined {len(defects):,} (quarantine: {data / 'quarantine'})" in out.stdout
     assert "× line: is an exact duplicate of row" in out.stdout
+    snapshot = pd.read_parquet(
+        tmp_path / "work" / "features" / "customer_features" / "as_of=2026-07-01" / "part.parquet"
+    )
+    assert f"features at 2026-07-01: {len(snapshot):,} customers" in out.stdout
+    assert snapshot["customer_id"].is_unique and len(snapshot) == 400
 
 
 def test_completejourney_import_then_validate(tmp_path):
