@@ -1,0 +1,34 @@
+"""The one settings object: environment over ltv.toml over defaults."""
+
+from datetime import date
+from pathlib import Path
+
+from flows.data import rules_from
+from flows.settings import Settings
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no ltv.toml here
+    settings = Settings()
+    assert settings.workdir == Path("ltv-work")
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.hmac_key is None and settings.hmac_key_bytes is None
+    assert settings.ingest.min_timestamp == date(1990, 1, 1)
+
+
+def test_toml_then_environment(monkeypatch, tmp_path):
+    config = tmp_path / "ltv.toml"
+    config.write_text(
+        'timezone = "Europe/Berlin"\nworkdir = "from-toml"\n[ingest]\nmax_abs_amount = 500\n'
+    )
+    monkeypatch.setenv("LTV_CONFIG", str(config))
+    monkeypatch.setenv("LTV_WORKDIR", "from-env")
+    monkeypatch.setenv("LTV_INGEST__MAX_QUANTITY", "7")
+    monkeypatch.setenv("LTV_HMAC_KEY", "s3cret")
+    settings = Settings()
+    assert settings.timezone == "Europe/Berlin"  # from the file
+    assert settings.workdir == Path("from-env")  # the environment wins
+    assert (settings.ingest.max_abs_amount, settings.ingest.max_quantity) == (500, 7)
+    assert "s3cret" not in repr(settings)  # the key never shows in logs
+    rules = rules_from(settings)
+    assert (rules.timezone, rules.max_quantity, rules.hmac_key) == ("Europe/Berlin", 7, b"s3cret")
