@@ -7,7 +7,7 @@ as of a cutoff ``T``. Only rows whose event time is strictly before ``T`` are re
 customers with ``joined_at < T``. A refund line dated at or after ``T`` therefore changes nothing
 at ``T``.
 
-Everything heavy runs in DuckDB (``features.duck.query``): one pass over the lines to orders, one
+Everything heavy runs in the DuckDB of ``features.duck``: one pass over the lines to orders, one
 window over each customer's orders, one over each customer x category, one pass over touches.
 Times enter DuckDB as integer nanoseconds since the epoch (UTC instants), so the session time
 zone never matters; day counts are fractional, ``seconds / 86400``.
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contracts import TOUCH_CHANNELS, cutoff_timestamp
-from features.duck import query
+from features.duck import query_arrow
 
 __all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
 
@@ -46,6 +46,7 @@ GAP_PRIOR_GAPS = 3.0
 #: Strength (pseudo-touches) of the fallback Beta prior when method of moments is degenerate.
 WEAK_PRIOR_STRENGTH = 2.0
 _TEXT = pd.StringDtype("pyarrow")
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): _TEXT, pa.large_string(): _TEXT}
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,19 @@ def _encode(ids: pd.Series) -> tuple[pa.Array, pa.Array]:
     return encoded.indices, encoded.dictionary
 
 
-def _decode(frame: pd.DataFrame, dictionary: pa.Array) -> pd.DataFrame:
-    """Replace the ``ci`` codes of ``frame`` by the ``customer_id`` strings, first column."""
-    codes = pa.array(frame.pop("ci").to_numpy(dtype=np.int64))
-    frame.insert(0, "customer_id", pc.take(dictionary, codes).to_pandas())
-    return frame
+def _customer_codes(*ids: pd.Series) -> tuple[list[pa.Array], pa.Array]:
+    """One code per customer across all tables, in ``customer_id`` order.
+
+    Returns each column's codes and the sorted ids (``ids[code]``): the families join and sort
+    on integers, and the strings come back once, at the end.
+    """
+    encoded = [_encode(column) for column in ids]
+    known = pc.unique(pa.concat_arrays([dictionary for _, dictionary in encoded]))
+    ordered = pc.take(known, pc.sort_indices(known))
+    codes = [
+        pc.take(pc.index_in(dictionary, ordered), c).cast(pa.int32()) for c, dictionary in encoded
+    ]
+    return codes, ordered
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,10 +157,9 @@ def _decode(frame: pd.DataFrame, dictionary: pa.Array) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
+def _transaction_features(tx: pd.DataFrame, cut: int, codes: pa.Array) -> pa.Table:
     has_cat = "category" in tx.columns
     has_disc = "discount" in tx.columns
-    codes, dictionary = _encode(tx["customer_id"])
     cols: dict[str, pa.Array] = {
         "ci": codes,
         "order_id": _arrow(tx["order_id"].astype(_TEXT)),
@@ -159,7 +167,8 @@ def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
         "amount": _arrow(tx["amount"].astype("float64")),
     }
     if has_cat:
-        cols["category"] = _arrow(tx["category"].astype(_TEXT))
+        # Only category identity matters here: small integer codes group and sort faster.
+        cols["cat"], _ = _encode(tx["category"])
         qty = tx["quantity"] if "quantity" in tx.columns else pd.Series(pd.NA, index=tx.index)
         cols["q"] = _arrow(pd.to_numeric(qty).astype("Float64").astype("float64"))
     if has_disc:
@@ -185,11 +194,8 @@ def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
         FROM lines WHERE t < {cut}
         GROUP BY ci, oh
     ),
-    seq AS (
-        SELECT *, (ot - lag(ot) OVER (PARTITION BY ci ORDER BY ot)) / {_DAY} AS gap,
-               lag(ot) OVER (PARTITION BY ci ORDER BY ot) AS prev_ot
-        FROM orders
-    ),
+    prev AS (SELECT *, lag(ot) OVER (PARTITION BY ci ORDER BY ot) AS prev_ot FROM orders),
+    seq AS (SELECT *, (ot - prev_ot) / {_DAY} AS gap FROM prev),
     rfm AS (
         SELECT ci,
             count(*) AS orders_total,
@@ -217,16 +223,22 @@ def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
     )"""
     if has_cat:
         cat_sql = f""",
-    purch AS MATERIALIZED (
-        SELECT ci, category, t AS pt, count(*) AS n_lines, sum(coalesce(q, 1.0)) AS qty
-        FROM lines WHERE t < {cut} AND amount >= 0 AND category IS NOT NULL
-        GROUP BY ci, category, t
+    purch AS (
+        SELECT ci, cat, t AS pt, count(*) AS n_lines, sum(coalesce(q, 1.0)) AS qty
+        FROM lines WHERE t < {cut} AND amount >= 0 AND cat IS NOT NULL
+        GROUP BY ci, cat, t
     ),
-    cc AS (
-        SELECT ci, category, min(pt) AS first_t,
+    pseq AS MATERIALIZED (
+        SELECT *, (lead(pt) OVER (PARTITION BY ci, cat ORDER BY pt) - pt) / {_DAY} / qty AS cycle
+        FROM purch
+    ),
+    -- Breadth and own cycle share one grouping by customer x category.
+    cc AS MATERIALIZED (
+        SELECT ci, cat, min(pt) AS first_t,
                coalesce(sum(n_lines) FILTER (WHERE pt >= {since(90)}), 0) AS n90,
-               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(365)}), 0) AS n365
-        FROM purch GROUP BY ci, category
+               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(365)}), 0) AS n365,
+               median(cycle) AS own_cycle, max(pt) AS last_t, arg_max(qty, pt) AS last_q
+        FROM pseq GROUP BY ci, cat
     ),
     catf AS (
         SELECT ci,
@@ -239,22 +251,12 @@ def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
             max(n365) / nullif(sum(n365), 0) AS top_category_share_365d
         FROM cc GROUP BY ci
     ),
-    pseq AS (
-        SELECT *, (lead(pt) OVER w - pt) / {_DAY} / qty AS cycle
-        FROM purch
-        WINDOW w AS (PARTITION BY ci, category ORDER BY pt)
-    ),
-    own AS (
-        SELECT ci, category, median(cycle) AS own_cycle,
-               max(pt) AS last_t, arg_max(qty, pt) AS last_q
-        FROM pseq GROUP BY ci, category
-    ),
-    popc AS (SELECT category, median(cycle) AS pop_cycle FROM pseq GROUP BY category),
+    popc AS (SELECT cat, median(cycle) AS pop_cycle FROM pseq GROUP BY cat),
     runout AS (
         SELECT ci,
                (last_t + last_q * coalesce(own_cycle, pop_cycle) * {_DAY} - {cut}) / {_DAY}
                    AS due_in
-        FROM own JOIN popc USING (category)
+        FROM cc JOIN popc USING (cat)
         WHERE last_t >= {since(365)}
     ),
     repl AS (
@@ -283,7 +285,7 @@ def _transaction_features(tx: pd.DataFrame, cut: int) -> pd.DataFrame:
     SELECT r.*, {cat_cols}
     FROM rfm r {cat_join}
     """
-    return _decode(query(sql, lines=lines), dictionary)
+    return query_arrow(sql, lines=lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
     return (responses + alpha) / (touches + alpha + beta)
 
 
-def _touch_features(touches: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, list[str]]:
+def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[pa.Table, list[str]]:
     has_coupon = "coupon_value" in touches.columns
     raw = touches["channel"].astype(_TEXT)
     before = _ns(touches["sent_at"])
@@ -333,7 +335,6 @@ def _touch_features(touches: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, list
         if "responded_at" in touches.columns
         else pa.nulls(len(touches), pa.int64())
     )
-    codes, dictionary = _encode(touches["customer_id"])
     cols: dict[str, pa.Array] = {
         "ci": codes,
         "channel": raw_arrow,
@@ -372,43 +373,7 @@ def _touch_features(touches: pd.DataFrame, cut: int) -> tuple[pd.DataFrame, list
         {coupon}{"".join(", " + p for p in per_channel)}
     FROM t GROUP BY ci
     """
-    agg = _decode(query(sql, touches=table), dictionary)
-    return agg, channels
-
-
-def _apply_touch_rates(out: pd.DataFrame, channels: list[str], has_coupon: bool) -> pd.DataFrame:
-    """Smoothed rates and best channel over all known customers (0 touches -> prior mean)."""
-    new: dict[str, object] = {}
-    n = out["touches_180d"].fillna(0).to_numpy(dtype=np.float64)
-    k = out["responses_180d"].fillna(0).to_numpy(dtype=np.float64)
-    new["touches_180d"] = n
-    new["responses_180d"] = k
-    new["response_rate_180d"] = _smoothed(k, n)
-    for col in ("touches_7d", "touches_30d"):
-        new[col] = out[col].fillna(0).to_numpy(dtype=np.float64)
-    rates = np.full((len(out), len(channels)), -np.inf)
-    for i, ch in enumerate(channels):
-        n_c = out[f"n_{i}"].fillna(0).to_numpy(dtype=np.float64)
-        k_c = out[f"k_{i}"].fillna(0).to_numpy(dtype=np.float64)
-        rate = _smoothed(k_c, n_c)
-        new[f"touches_180d_{ch}"] = n_c
-        new[f"responses_180d_{ch}"] = k_c
-        new[f"response_rate_{ch}"] = rate
-        rates[:, i] = np.where(n_c > 0, rate, -np.inf)
-    best = pd.Series(pd.NA, index=out.index, dtype=_TEXT)
-    if channels:
-        by_name = np.argsort(np.array(channels))  # ties go to the first name alphabetically
-        pick = by_name[np.argmax(rates[:, by_name], axis=1)]
-        reached = np.isfinite(rates.max(axis=1))
-        best[reached] = np.array(channels, dtype=object)[pick[reached]]
-    new["best_channel"] = best
-    if has_coupon:
-        n_cp = out["coupon_touches_180d"].fillna(0).to_numpy(dtype=np.float64)
-        k_cp = out["coupon_responses"].fillna(0).to_numpy(dtype=np.float64)
-        new["coupon_touches_180d"] = n_cp
-        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
-    out = out.drop(columns=[c for c in out.columns if re.fullmatch(r"[nk]_\d+", c)])
-    return out.assign(**new)  # type: ignore[arg-type]
+    return query_arrow(sql, touches=table), channels
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,44 +471,49 @@ def build_features(
     cutoff = cutoff_timestamp(as_of, tz)
     cut = int(cutoff.as_unit("ns").value)
 
-    tx = _transaction_features(transactions, cut)
     has_touches = touches is not None
-    if touches is not None:
-        tf, channels = _touch_features(touches, cut)
-    else:
-        tf, channels = pd.DataFrame({"customer_id": pd.Series([], dtype=object)}), []
     has_coupon = touches is not None and "coupon_value" in touches.columns
-
-    cust_cols: dict[str, pa.Array] = {}
+    has_category = "category" in transactions.columns
+    id_columns = [transactions["customer_id"]]
+    if touches is not None:
+        id_columns.append(touches["customer_id"])
     if customers is not None:
-        cust_cols["customer_id"] = _arrow(customers["customer_id"].astype(_TEXT))
+        id_columns.append(customers["customer_id"])
+    codes, ids = _customer_codes(*id_columns)
+
+    tx = _transaction_features(transactions, cut, codes[0])
+    tf, channels = _touch_features(touches, cut, codes[1]) if touches is not None else (None, [])
+
+    if customers is not None:
         joined = (
             _ns(customers["joined_at"])
             if "joined_at" in customers.columns
             else pa.nulls(len(customers), pa.int64())
         )
-        cust_cols["j"] = joined
+        cust = pa.table({"ci": codes[-1], "j": joined})
     else:
-        cust_cols = {"customer_id": pa.array([], pa.string()), "j": pa.array([], pa.int64())}
-    cust = pa.table(cust_cols)
+        cust = pa.table({"ci": pa.array([], pa.int32()), "j": pa.array([], pa.int64())})
 
     th = lifecycle
+    touch_known = "UNION SELECT ci FROM tf" if tf is not None else ""
+    touch_cols = ", tf.* EXCLUDE (ci)" if tf is not None else ""
+    touch_join = "LEFT JOIN tf USING (ci)" if tf is not None else ""
     sql = f"""
     WITH known AS (
-        SELECT customer_id FROM tx
-        UNION SELECT customer_id FROM tf
-        UNION SELECT customer_id FROM cust WHERE j < {cut}
+        SELECT ci FROM tx
+        {touch_known}
+        UNION SELECT ci FROM cust WHERE j < {cut}
     ),
-    joined AS (SELECT customer_id, min(j) AS j FROM cust WHERE j < {cut} GROUP BY customer_id),
+    joined AS (SELECT ci, min(j) AS j FROM cust WHERE j < {cut} GROUP BY ci),
     base AS (
-        SELECT k.customer_id, tx.* EXCLUDE (customer_id), tf.* EXCLUDE (customer_id),
+        SELECT k.ci, tx.* EXCLUDE (ci){touch_cols},
                ({cut} - coalesce(jn.j, tx.first_ot)) / {_DAY} AS tenure_days
-        FROM known k LEFT JOIN tx USING (customer_id) LEFT JOIN tf USING (customer_id)
-        LEFT JOIN joined jn USING (customer_id)
+        FROM known k LEFT JOIN tx USING (ci) {touch_join}
+        LEFT JOIN joined jn USING (ci)
     ),
     pop AS (SELECT median(gap_median_days) FILTER (WHERE n_gaps > 0) AS pop_gap FROM base),
     buyers AS (
-        SELECT customer_id,
+        SELECT ci,
             rank() OVER (ORDER BY -days_since_last_order)
                 + (count(*) OVER (PARTITION BY days_since_last_order) - 1) / 2.0 AS ra,
             rank() OVER (ORDER BY orders_365d)
@@ -561,76 +531,131 @@ def build_features(
             floor(5 * (s.ra - 1) / s.nb)::BIGINT + 1 AS r_score,
             floor(5 * (s.fa - 1) / s.nb)::BIGINT + 1 AS f_score,
             floor(5 * (s.ma - 1) / s.nb)::BIGINT + 1 AS m_score
-        FROM base b CROSS JOIN pop LEFT JOIN buyers s USING (customer_id)
+        FROM base b CROSS JOIN pop LEFT JOIN buyers s USING (ci)
     ),
     ratio AS (
         SELECT *, days_since_last_order / nullif(typical_gap_days, 0) AS overdue_ratio
         FROM scored
+    ),
+    staged AS (
+        SELECT *,
+            CASE WHEN r_score IS NULL THEN 'no_purchase'
+                 WHEN r_score >= 3 AND f_score >= 4 AND m_score >= 4 THEN 'important_value'
+                 WHEN r_score >= 3 AND m_score >= 4 THEN 'important_develop'
+                 WHEN f_score >= 4 AND m_score >= 4 THEN 'important_retain'
+                 WHEN m_score >= 4 THEN 'important_winback'
+                 WHEN r_score >= 3 AND f_score >= 4 THEN 'potential'
+                 WHEN r_score >= 3 THEN 'new'
+                 WHEN f_score >= 4 THEN 'general'
+                 ELSE 'dormant' END AS rfm_segment,
+            CASE WHEN coalesce(orders_total, 0) = 0 THEN 'acquisition'
+                 WHEN overdue_ratio > {float(th.lost_overdue_ratio)}
+                      OR days_since_last_order > {float(th.lost_days)} THEN 'lost'
+                 WHEN overdue_ratio > {float(th.dormant_overdue_ratio)} THEN 'dormant'
+                 WHEN orders_total < {int(th.mature_orders)} THEN 'activation'
+                 ELSE 'maturity' END AS lifecycle_stage
+        FROM ratio
     )
-    SELECT *,
-        CASE WHEN r_score IS NULL THEN 'no_purchase'
-             WHEN r_score >= 3 AND f_score >= 4 AND m_score >= 4 THEN 'important_value'
-             WHEN r_score >= 3 AND m_score >= 4 THEN 'important_develop'
-             WHEN f_score >= 4 AND m_score >= 4 THEN 'important_retain'
-             WHEN m_score >= 4 THEN 'important_winback'
-             WHEN r_score >= 3 AND f_score >= 4 THEN 'potential'
-             WHEN r_score >= 3 THEN 'new'
-             WHEN f_score >= 4 THEN 'general'
-             ELSE 'dormant' END AS rfm_segment,
-        CASE WHEN coalesce(orders_total, 0) = 0 THEN 'acquisition'
-             WHEN overdue_ratio > {float(th.lost_overdue_ratio)}
-                  OR days_since_last_order > {float(th.lost_days)} THEN 'lost'
-             WHEN overdue_ratio > {float(th.dormant_overdue_ratio)} THEN 'dormant'
-             WHEN orders_total < {int(th.mature_orders)} THEN 'activation'
-             ELSE 'maturity' END AS lifecycle_stage
-    FROM ratio ORDER BY customer_id
+    SELECT ci, {_final_columns(channels, has_touches, has_coupon, has_category)}
+    FROM staged ORDER BY ci
     """
-    out = query(sql, tx=tx, tf=tf, cust=cust)
-    has_category = "category" in transactions.columns
-    return _finish(out, cutoff, customers, channels, has_touches, has_coupon, has_category)
+    tables = {"tx": tx, "cust": cust} | ({"tf": tf} if tf is not None else {})
+    out = query_arrow(sql, **tables)
+    result = _finish(out, ids, cutoff, channels, has_touches, has_coupon)
+    return _attach_attributes(result, customers)
+
+
+def _final_columns(
+    channels: list[str], has_touches: bool, has_coupon: bool, has_category: bool
+) -> str:
+    """The select list of the assembly: no-order zeros, derived ratios, final SQL types.
+
+    Touch counts come back as raw (zero-filled) doubles; ``_finish`` smooths their rates.
+    """
+    exprs = {c: f"coalesce({c}, 0)::BIGINT" for c in _RFM_INT}
+    for c in ("spend_30d", "spend_90d", "spend_365d", "spend_total"):
+        exprs[c] = f"coalesce({c}, 0.0)::DOUBLE"
+    exprs |= {
+        "days_since_last_order": "days_since_last_order::DOUBLE",
+        "days_since_first_order": "days_since_first_order::DOUBLE",
+        "aov_365d": "coalesce(spend_365d, 0.0)"
+        " / CASE WHEN orders_365d > 0 THEN orders_365d::DOUBLE END",
+        "spend_trend_90d": "coalesce(spend_90d, 0.0) - coalesce(spend_prev_90d, 0.0)",
+        "refund_share_365d": "(0.0 - coalesce(refund_365d, 0.0))"
+        " / CASE WHEN gross_365d > 0 THEN gross_365d END + 0.0",
+        "gap_cv": "gap_std_days / CASE WHEN gap_mean_days > 0 THEN gap_mean_days END",
+    }
+    exprs |= {c: f"{c}::BIGINT" for c in _SCORES}
+    exprs |= {c: f"{c}::VARCHAR" for c in ("rfm_segment", "lifecycle_stage")}
+    for c in (*_CAT_INT, *_REPL_INT):
+        exprs[c] = f"coalesce({c}, 0)::BIGINT" if has_category else "NULL::BIGINT"
+    for c in (
+        *(c for c in _GAP_FLOAT if c != "gap_cv"),
+        *_CAT_FLOAT,
+        *_REPL_FLOAT,
+        "discount_order_share_365d",
+        "tenure_days",
+    ):
+        exprs[c] = f"{c}::DOUBLE"
+    if has_touches:
+        raw = list(_TOUCH_INT)
+        raw += [f"{kind}_{i}" for i in range(len(channels)) for kind in ("n", "k")]
+        if has_coupon:
+            raw += ["coupon_touches_180d", "coupon_responses"]
+        exprs |= {c: f"coalesce({c}, 0)::DOUBLE" for c in raw}
+        exprs["days_since_last_response"] = "days_since_last_response::DOUBLE"
+    return ", ".join(f"({e}) AS {c}" for c, e in exprs.items())
+
+
+def _pandas(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    """An Arrow column as the output's pandas type: ``Int64``, ``string[pyarrow]``, ``float64``."""
+    return values.to_pandas(types_mapper=_PANDAS_TYPES.get).array
+
+
+def _touch_rates(out: pa.Table, channels: list[str], has_coupon: bool) -> dict[str, object]:
+    """Smoothed rates and best channel over all known customers (0 touches -> prior mean)."""
+    new: dict[str, object] = {c: out.column(c).to_numpy() for c in _TOUCH_INT}
+    new["response_rate_180d"] = _smoothed(new["responses_180d"], new["touches_180d"])  # type: ignore[arg-type]
+    rates = np.full((out.num_rows, len(channels)), -np.inf)
+    for i, ch in enumerate(channels):
+        n_c = out.column(f"n_{i}").to_numpy()
+        k_c = out.column(f"k_{i}").to_numpy()
+        rate = _smoothed(k_c, n_c)
+        new[f"touches_180d_{ch}"] = n_c
+        new[f"responses_180d_{ch}"] = k_c
+        new[f"response_rate_{ch}"] = rate
+        rates[:, i] = np.where(n_c > 0, rate, -np.inf)
+    pick = None
+    if channels:
+        by_name = np.argsort(np.array(channels))  # ties go to the first name alphabetically
+        best = by_name[np.argmax(rates[:, by_name], axis=1)]
+        pick = pa.array(best, mask=~np.isfinite(rates.max(axis=1)))
+    new["best_channel"] = pc.take(pa.array(channels, pa.string()), pick) if pick else None
+    if has_coupon:
+        n_cp = out.column("coupon_touches_180d").to_numpy()
+        k_cp = out.column("coupon_responses").to_numpy()
+        new["coupon_touches_180d"] = n_cp
+        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
+    return new
 
 
 def _finish(
-    out: pd.DataFrame,
+    out: pa.Table,
+    ids: pa.Array,
     cutoff: pd.Timestamp,
-    customers: pd.DataFrame | None,
     channels: list[str],
     has_touches: bool,
     has_coupon: bool,
-    has_category: bool,
 ) -> pd.DataFrame:
-    """Fill no-order zeros, smooth touch rates, fix dtypes and column order, add attributes."""
-    for col in ("orders_total", "orders_30d", "orders_90d", "orders_365d"):
-        out[col] = out[col].fillna(0)
-    for col in ("spend_30d", "spend_90d", "spend_365d", "spend_total", "spend_prev_90d"):
-        out[col] = out[col].fillna(0.0)
-    out["aov_365d"] = out["spend_365d"] / out["orders_365d"].where(out["orders_365d"] > 0)
-    out["spend_trend_90d"] = out["spend_90d"] - out["spend_prev_90d"]
-    gross = out["gross_365d"].where(out["gross_365d"] > 0)
-    out["refund_share_365d"] = (0.0 - out["refund_365d"].fillna(0.0)) / gross + 0.0
-    mean = out["gap_mean_days"]
-    out["gap_cv"] = out["gap_std_days"] / mean.where(mean > 0)
-    if has_category:
-        for col in (*_CAT_INT, *_REPL_INT):
-            out[col] = out[col].fillna(0)
-    if has_touches:
-        out = _apply_touch_rates(out, channels, has_coupon)
+    """Customer ids and cutoff, smoothed touch rates, pandas dtypes and column order."""
+    n = out.num_rows
+    touch = _touch_rates(out, channels, has_coupon) if has_touches else {}
     channel_cols = [
         f"{kind}_{ch}"
         for ch in channels
         for kind in ("touches_180d", "responses_180d", "response_rate")
     ]
-    for col in [*_TOUCH_INT, *_TOUCH_FLOAT, "best_channel", "coupon_touches_180d"]:
-        if not has_touches or col not in out:
-            out[col] = np.nan
-    if not has_coupon:
-        out["coupon_touches_180d"] = np.nan
-        out["coupon_response_rate_180d"] = np.nan
-
-    out["as_of"] = pd.Series([cutoff] * len(out), index=out.index).astype(
-        pd.DatetimeTZDtype("ns", cutoff.tz) if cutoff.tz is not None else "datetime64[ns]"
-    )
-    ints = [
+    ints = {
         *_RFM_INT,
         *_SCORES,
         *_CAT_INT,
@@ -638,11 +663,9 @@ def _finish(
         "coupon_touches_180d",
         *_REPL_INT,
         *(c for c in channel_cols if not c.startswith("response_rate")),
-    ]
-    texts = ["rfm_segment", "best_channel", "lifecycle_stage"]
+    }
+    texts = {"rfm_segment", "best_channel", "lifecycle_stage"}
     order = [
-        "customer_id",
-        "as_of",
         "days_since_last_order",
         "days_since_first_order",
         *_RFM_INT,
@@ -674,18 +697,27 @@ def _finish(
         "tenure_days",
         "lifecycle_stage",
     ]
-    result = pd.DataFrame(index=pd.RangeIndex(len(out)))
+    stamps = np.full(n, cutoff.as_unit("ns").value, dtype=np.int64).view("datetime64[ns]")
+    result: dict[str, object] = {
+        "customer_id": _pandas(pc.take(ids, out.column("ci"))),
+        "as_of": stamps
+        if cutoff.tz is None
+        else pd.DatetimeIndex(stamps).tz_localize("UTC").tz_convert(cutoff.tz).array,
+    }
     for col in order:
-        values = out[col]
-        if col == "customer_id" or col in texts:
-            result[col] = values.astype(object).where(values.notna(), None).astype(_TEXT)
-        elif col == "as_of":
-            result[col] = values.to_numpy() if cutoff.tz is None else values.array
-        elif col in ints:
-            result[col] = pd.to_numeric(values).astype("Float64").round().astype("Int64")
-        else:
-            result[col] = pd.to_numeric(values).astype("float64")
-    return _attach_attributes(result, customers)
+        values = (
+            touch[col] if col in touch else out.column(col) if col in out.column_names else None
+        )
+        if isinstance(values, np.ndarray):
+            result[col] = (
+                pd.array(values.astype(np.int64), dtype="Int64") if col in ints else values
+            )
+            continue
+        if values is None:
+            kind = pa.string() if col in texts else pa.int64() if col in ints else pa.float64()
+            values = pa.nulls(n, kind)
+        result[col] = _pandas(values)
+    return pd.DataFrame(result)
 
 
 def _attach_attributes(result: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame:

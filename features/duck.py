@@ -8,6 +8,7 @@ from functools import cache
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 
 @cache
@@ -30,7 +31,12 @@ def _close() -> None:
 
 
 def query(sql: str, **tables: object) -> pd.DataFrame:
-    """Run ``sql`` over the named tables (pandas DataFrames or Arrow tables); return pandas.
+    """Run ``sql`` over the named tables (pandas DataFrames or Arrow tables); return pandas."""
+    return query_arrow(sql, **tables).to_pandas()
+
+
+def query_arrow(sql: str, **tables: object) -> pa.Table:
+    """Run ``sql`` over the named tables (pandas DataFrames or Arrow tables); return Arrow.
 
     Each call gets a cursor of its own, DuckDB's per-thread handle: its registered names are
     private to it, so calls from several threads never see each other's tables.
@@ -38,7 +44,7 @@ def query(sql: str, **tables: object) -> pd.DataFrame:
     with _connection().cursor() as con:
         for name, table in tables.items():
             con.register(name, table)
-        return con.sql(sql).df()
+        return con.sql(sql).to_arrow_table()
 
 
 def quote(name: str) -> str:
