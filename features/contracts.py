@@ -15,6 +15,10 @@ import pandas as pd
 Kind = Literal["id", "text", "timestamp", "number", "count"]
 
 TABLES = ("transactions", "touches", "customers")
+#: Text columns stay in Arrow memory: vectorised string kernels, no Python object per cell.
+TEXT = pd.StringDtype("pyarrow")
+#: Times inside SQL are int64 nanoseconds since the epoch; a day is this many of them.
+NS_PER_DAY = 86_400 * 10**9
 FILE_SUFFIXES = (".parquet", ".csv")
 
 #: Channels a customer can buy through (``transactions.channel``).

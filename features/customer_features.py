@@ -34,19 +34,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contracts import TOUCH_CHANNELS, cutoff_timestamp
+from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestamp
 from features.duck import query_arrow
 
 __all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
 
-_NS_PER_DAY = 86_400 * 10**9
-_DAY = f"{_NS_PER_DAY}.0"
+_DAY = f"{NS_PER_DAY}.0"
 #: Prior strength (in gaps) pulling a customer's median gap toward the population median gap.
 GAP_PRIOR_GAPS = 3.0
 #: Strength (pseudo-touches) of the fallback Beta prior when method of moments is degenerate.
 WEAK_PRIOR_STRENGTH = 2.0
-_TEXT = pd.StringDtype("pyarrow")
-_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): _TEXT, pa.large_string(): _TEXT}
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): TEXT, pa.large_string(): TEXT}
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ def _arrow(values: pd.Series) -> pa.Array:
 
 def _encode(ids: pd.Series) -> tuple[pa.Array, pa.Array]:
     """Customer ids as dense int32 codes (grouping on integers is several times faster)."""
-    text = pa.array(ids.astype(_TEXT), from_pandas=True)
+    text = pa.array(ids.astype(TEXT), from_pandas=True)
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     encoded = pc.dictionary_encode(text)
@@ -162,7 +160,7 @@ def _transaction_features(tx: pd.DataFrame, cut: int, codes: pa.Array) -> pa.Tab
     has_disc = "discount" in tx.columns
     cols: dict[str, pa.Array] = {
         "ci": codes,
-        "order_id": _arrow(tx["order_id"].astype(_TEXT)),
+        "order_id": _arrow(tx["order_id"].astype(TEXT)),
         "t": _ns(tx["ordered_at"]),
         "amount": _arrow(tx["amount"].astype("float64")),
     }
@@ -176,7 +174,7 @@ def _transaction_features(tx: pd.DataFrame, cut: int, codes: pa.Array) -> pa.Tab
     lines = pa.table(cols)
 
     def since(days: int) -> str:
-        return str(cut - days * _NS_PER_DAY)
+        return str(cut - days * NS_PER_DAY)
 
     disc = "coalesce(max(discount), 0) > 0" if has_disc else "NULL::BOOLEAN"
     disc_out = (
@@ -320,7 +318,7 @@ def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
 
 def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[pa.Table, list[str]]:
     has_coupon = "coupon_value" in touches.columns
-    raw = touches["channel"].astype(_TEXT)
+    raw = touches["channel"].astype(TEXT)
     before = _ns(touches["sent_at"])
     raw_arrow = _arrow(raw)
     mask = pc.fill_null(pc.less(before, pa.scalar(cut, pa.int64())), False)
@@ -344,7 +342,7 @@ def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[p
     if has_coupon:
         cols["cv"] = _arrow(touches["coupon_value"].astype("float64"))
     table = pa.table(cols)
-    s180 = cut - 180 * _NS_PER_DAY
+    s180 = cut - 180 * NS_PER_DAY
     case = " ".join(
         f"WHEN '{v.replace(chr(39), chr(39) * 2)}' THEN '{k}'" for v, k in mapping.items()
     )
@@ -365,8 +363,8 @@ def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[p
     WITH t AS (SELECT ci, {ch_expr} AS ch, s, r{", cv" if has_coupon else ""}
                FROM touches WHERE s < {cut})
     SELECT ci,
-        count(*) FILTER (WHERE s >= {cut - 7 * _NS_PER_DAY}) AS touches_7d,
-        count(*) FILTER (WHERE s >= {cut - 30 * _NS_PER_DAY}) AS touches_30d,
+        count(*) FILTER (WHERE s >= {cut - 7 * NS_PER_DAY}) AS touches_7d,
+        count(*) FILTER (WHERE s >= {cut - 30 * NS_PER_DAY}) AS touches_30d,
         count(*) FILTER (WHERE s >= {s180}) AS touches_180d,
         count(*) FILTER (WHERE s >= {s180} AND r < {cut}) AS responses_180d,
         ({cut} - max(r) FILTER (WHERE r < {cut})) / {_DAY} AS days_since_last_response,
@@ -722,15 +720,15 @@ def _finish(
 
 def _attach_attributes(result: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame:
     if customers is None:
-        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=_TEXT)
+        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=TEXT)
         return result
     extra = [c for c in customers.columns if c not in ("customer_id", "joined_at")]
     first = customers.drop_duplicates("customer_id")
-    attrs = first[extra].set_axis(pd.Index(first["customer_id"].astype(_TEXT)), axis=0)
+    attrs = first[extra].set_axis(pd.Index(first["customer_id"].astype(TEXT)), axis=0)
     attrs = attrs.reindex(pd.Index(result["customer_id"])).reset_index(drop=True)
     for col in extra:
         if col not in result:  # a feature name wins over a same-named attribute
             result[col] = attrs[col].array
     if "member_tier" not in result:
-        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=_TEXT)
+        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=TEXT)
     return result

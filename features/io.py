@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.contracts import FILE_SUFFIXES
+from features.contracts import FILE_SUFFIXES, TEXT
 
 NULL_TOKENS = ["", "NA", "N/A", "n/a", "NULL", "null", "None", "none", "NaT", "nan", "NaN"]
 #: Cells a spreadsheet would run as a formula.
@@ -151,8 +151,7 @@ def _parse_csv(
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow to pandas, keeping text in Arrow memory (no Python object per cell)."""
-    strings = pd.StringDtype("pyarrow")
-    mapping = {pa.string(): strings, pa.large_string(): strings}
+    mapping = {pa.string(): TEXT, pa.large_string(): TEXT}
     return table.to_pandas(types_mapper=mapping.get, self_destruct=True)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import cutoff_timestamp
+from features.contracts import NS_PER_DAY, cutoff_timestamp
 from features.duck import query
 
 __all__ = ["LABEL_COLUMNS", "PURCHASE_WINDOW_DAYS", "SPEND_WINDOW_DAYS", "make_labels"]
@@ -54,7 +54,6 @@ LABEL_COLUMNS = (
     "label_matured",
 )
 _REQUIRED = ("customer_id", "order_id", "ordered_at", "amount")
-_NS_PER_DAY = 86_400 * 10**9
 
 # Orders placed in the horizon (or the 30 days) from the non-refund lines in it; then one pass
 # over all lines for the customer ids (all the labels read before the cutoff) and the spend.
@@ -181,15 +180,15 @@ def make_labels(
         preserve_index=False,
     )
     c = start.value
-    horizon_end = c + horizon_days * _NS_PER_DAY
-    purchase_end = c + PURCHASE_WINDOW_DAYS * _NS_PER_DAY
+    horizon_end = c + horizon_days * NS_PER_DAY
+    purchase_end = c + PURCHASE_WINDOW_DAYS * NS_PER_DAY
     sql = _SQL.format(
         start=c,
         orders_end=max(horizon_end, purchase_end),
         horizon_end=horizon_end,
         purchase_end=purchase_end,
-        spend_end=c + SPEND_WINDOW_DAYS * _NS_PER_DAY,
-        ns_per_day=_NS_PER_DAY,
+        spend_end=c + SPEND_WINDOW_DAYS * NS_PER_DAY,
+        ns_per_day=NS_PER_DAY,
     )
     out = query(sql, lines=lines)
 

@@ -33,13 +33,11 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
-from features.contracts import DIRECT_IDENTIFIER_PATTERN, ColumnSpec, TableSpec
+from features.contracts import DIRECT_IDENTIFIER_PATTERN, TEXT, ColumnSpec, TableSpec
 from features.duck import query, quote
 from features.io import InputError, RawTable, require_columns
 
 _LATEST = pd.Timestamp("2100-01-01")
-#: Text stays in Arrow memory: vectorised string kernels, no Python object per cell.
-TEXT = pd.StringDtype("pyarrow")
 _OFFSET_SUFFIX = r"(Z|[+-]\d\d:?\d\d)$"
 #: What Arrow's casts read: decimal numbers (with exponent, inf, nan) and ISO 8601 local times.
 _NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
