@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestamp
 from features.duck import query_arrow
+from features.families import FAMILIES, feature_columns, kinds
 
 __all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
 
@@ -76,34 +77,21 @@ class LifecycleThresholds:
 # Columns
 # --------------------------------------------------------------------------------------------
 
-_RFM_INT = ["orders_30d", "orders_90d", "orders_365d", "orders_total"]
-_RFM_FLOAT = [
-    "days_since_last_order",
-    "days_since_first_order",
-    "spend_30d",
-    "spend_90d",
-    "spend_365d",
-    "spend_total",
-    "aov_365d",
-    "spend_trend_90d",
-    "refund_share_365d",
-]
-_SCORES = ["r_score", "f_score", "m_score"]
-_GAP_FLOAT = [
-    "gap_mean_days",
-    "gap_median_days",
-    "gap_std_days",
-    "gap_cv",
-    "last_gap_days",
-    "typical_gap_days",
-    "overdue_ratio",
-]
-_CAT_INT = ["categories_90d", "categories_365d", "new_categories_90d"]
-_CAT_FLOAT = ["category_entropy_365d", "top_category_share_365d"]
+
+def _family(name: str, kind: str | None = None) -> list[str]:
+    """Column names of one family of ``features.families``, optionally of one kind."""
+    (family,) = (f for f in FAMILIES if f.name == name)
+    return [c for c, k in family.columns if kind is None or k == kind]
+
+
+_RFM_INT = _family("rfm", "int")[:4]
+_SCORES = _family("rfm", "int")[4:]
+_GAP_FLOAT = _family("intervals")
+_CAT_INT = _family("category_breadth", "int")
+_CAT_FLOAT = _family("category_breadth", "float")
 _TOUCH_INT = ["touches_7d", "touches_30d", "touches_180d", "responses_180d"]
-_TOUCH_FLOAT = ["response_rate_180d", "days_since_last_response"]
-_REPL_INT = ["categories_due_7d", "categories_overdue"]
-_REPL_FLOAT = ["days_to_next_due"]
+_REPL_INT = _family("replenishment", "int")
+_REPL_FLOAT = _family("replenishment", "float")
 
 
 def sanitize_channel(name: str) -> str:
@@ -316,7 +304,10 @@ def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
     return (responses + alpha) / (touches + alpha + beta)
 
 
-def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[pa.Table, list[str]]:
+def _touch_features(
+    touches: pd.DataFrame, cut: int, codes: pa.Array
+) -> tuple[pa.Table, list[str], set[str]]:
+    """Per-customer touch counts; the channel columns, and the channels seen before ``T``."""
     has_coupon = "coupon_value" in touches.columns
     raw = touches["channel"].astype(TEXT)
     before = _ns(touches["sent_at"])
@@ -327,7 +318,7 @@ def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[p
     )
     mapping = {v: sanitize_channel(v) for v in seen}
     names = set(mapping.values())
-    channels = [c for c in TOUCH_CHANNELS if c in names] + sorted(names - set(TOUCH_CHANNELS))
+    channels = list(TOUCH_CHANNELS) + sorted(names - set(TOUCH_CHANNELS))
     responded = (
         _ns(touches["responded_at"])
         if "responded_at" in touches.columns
@@ -371,7 +362,7 @@ def _touch_features(touches: pd.DataFrame, cut: int, codes: pa.Array) -> tuple[p
         {coupon}{"".join(", " + p for p in per_channel)}
     FROM t GROUP BY ci
     """
-    return query_arrow(sql, touches=table), channels
+    return query_arrow(sql, touches=table), channels, names
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,8 +394,10 @@ def build_features(
     a line or touch before ``T``).
 
     Returns:
-        One row per known customer sorted by ``customer_id``; counts are ``Int64``, everything
-        else numeric ``float64`` (NaN = null), text ``string[pyarrow]``. Days are fractional.
+        One row per known customer sorted by ``customer_id``, columns in the order of
+        ``features.families`` (then attributes other than ``member_tier``); counts are
+        ``Int64``, everything else numeric ``float64`` (NaN = null), text ``string[pyarrow]``.
+        Days are fractional.
 
         - ``customer_id``, ``as_of`` (the cutoff timestamp).
         - RFM: ``days_since_last_order``, ``days_since_first_order``, ``orders_{30,90,365}d``,
@@ -434,10 +427,11 @@ def build_features(
           ``category_entropy_365d`` (Shannon, natural log, over line counts),
           ``new_categories_90d`` (bought in the last 90 d, never before), and
           ``top_category_share_365d`` (line-count share of the top category).
-        - Channel response (all null when ``touches`` is ``None``): per channel ``c`` seen in a
-          touch before ``T`` (contract channels first in contract order, then others sorted;
-          names lower-cased, non-word runs as ``_``): ``touches_180d_<c>``,
-          ``responses_180d_<c>``, ``response_rate_<c>``. Rates are
+        - Channel response (all null when ``touches`` is ``None``): per channel ``c``, every
+          contract channel in contract order, then other channels seen in a touch before ``T``
+          sorted (names lower-cased, non-word runs as ``_``): ``touches_180d_<c>``,
+          ``responses_180d_<c>``, ``response_rate_<c>`` (null for a channel with no touch
+          before ``T``). Rates are
           ``(k + a) / (n + a + b)`` with a Beta(a, b) fitted at ``T`` by method of moments over
           the per-customer rates of customers reached on ``c`` in 180 d (weak prior, strength
           2 around the pooled Laplace rate, when degenerate); a customer not reached gets the
@@ -480,7 +474,9 @@ def build_features(
     codes, ids = _customer_codes(*id_columns)
 
     tx = _transaction_features(transactions, cut, codes[0])
-    tf, channels = _touch_features(touches, cut, codes[1]) if touches is not None else (None, [])
+    tf, channels, seen = (
+        _touch_features(touches, cut, codes[1]) if touches is not None else (None, [], set())
+    )
 
     if customers is not None:
         joined = (
@@ -559,7 +555,7 @@ def build_features(
     """
     tables = {"tx": tx, "cust": cust} | ({"tf": tf} if tf is not None else {})
     out = query_arrow(sql, **tables)
-    result = _finish(out, ids, cutoff, channels, has_touches, has_coupon)
+    result = _finish(out, ids, cutoff, channels, seen, has_touches, has_coupon)
     return _attach_attributes(result, customers)
 
 
@@ -610,15 +606,20 @@ def _pandas(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionAr
     return values.to_pandas(types_mapper=_PANDAS_TYPES.get).array
 
 
-def _touch_rates(out: pa.Table, channels: list[str], has_coupon: bool) -> dict[str, object]:
-    """Smoothed rates and best channel over all known customers (0 touches -> prior mean)."""
+def _touch_rates(
+    out: pa.Table, channels: list[str], seen: set[str], has_coupon: bool
+) -> dict[str, object]:
+    """Smoothed rates and best channel over all known customers (0 touches -> prior mean).
+
+    A channel with no touch at all before the cutoff has no prior to fit: its rate is null.
+    """
     new: dict[str, object] = {c: out.column(c).to_numpy() for c in _TOUCH_INT}
     new["response_rate_180d"] = _smoothed(new["responses_180d"], new["touches_180d"])  # type: ignore[arg-type]
     rates = np.full((out.num_rows, len(channels)), -np.inf)
     for i, ch in enumerate(channels):
         n_c = out.column(f"n_{i}").to_numpy()
         k_c = out.column(f"k_{i}").to_numpy()
-        rate = _smoothed(k_c, n_c)
+        rate = _smoothed(k_c, n_c) if ch in seen else np.full(out.num_rows, np.nan)
         new[f"touches_180d_{ch}"] = n_c
         new[f"responses_180d_{ch}"] = k_c
         new[f"response_rate_{ch}"] = rate
@@ -642,59 +643,16 @@ def _finish(
     ids: pa.Array,
     cutoff: pd.Timestamp,
     channels: list[str],
+    seen: set[str],
     has_touches: bool,
     has_coupon: bool,
 ) -> pd.DataFrame:
     """Customer ids and cutoff, smoothed touch rates, pandas dtypes and column order."""
     n = out.num_rows
-    touch = _touch_rates(out, channels, has_coupon) if has_touches else {}
-    channel_cols = [
-        f"{kind}_{ch}"
-        for ch in channels
-        for kind in ("touches_180d", "responses_180d", "response_rate")
-    ]
-    ints = {
-        *_RFM_INT,
-        *_SCORES,
-        *_CAT_INT,
-        *_TOUCH_INT,
-        "coupon_touches_180d",
-        *_REPL_INT,
-        *(c for c in channel_cols if not c.startswith("response_rate")),
-    }
-    texts = {"rfm_segment", "best_channel", "lifecycle_stage"}
-    order = [
-        "days_since_last_order",
-        "days_since_first_order",
-        *_RFM_INT,
-        "spend_30d",
-        "spend_90d",
-        "spend_365d",
-        "spend_total",
-        "aov_365d",
-        "spend_trend_90d",
-        "refund_share_365d",
-        *_SCORES,
-        "rfm_segment",
-        *_GAP_FLOAT,
-        "categories_90d",
-        "categories_365d",
-        "category_entropy_365d",
-        "new_categories_90d",
-        "top_category_share_365d",
-        *channel_cols,
-        *_TOUCH_INT,
-        "response_rate_180d",
-        "days_since_last_response",
-        "best_channel",
-        "discount_order_share_365d",
-        "coupon_touches_180d",
-        "coupon_response_rate_180d",
-        *_REPL_INT,
-        *_REPL_FLOAT,
-        "tenure_days",
-        "lifecycle_stage",
-    ]
+    touch = _touch_rates(out, channels, seen, has_coupon) if has_touches else {}
+    extra = [c for c in channels if c not in TOUCH_CHANNELS]
+    kind = kinds(extra)
+    arrow_kind = {"int": pa.int64(), "float": pa.float64(), "text": pa.string()}
     stamps = np.full(n, cutoff.as_unit("ns").value, dtype=np.int64).view("datetime64[ns]")
     result: dict[str, object] = {
         "customer_id": _pandas(pc.take(ids, out.column("ci"))),
@@ -702,33 +660,32 @@ def _finish(
         if cutoff.tz is None
         else pd.DatetimeIndex(stamps).tz_localize("UTC").tz_convert(cutoff.tz).array,
     }
-    for col in order:
+    for col in feature_columns(extra):
         values = (
             touch[col] if col in touch else out.column(col) if col in out.column_names else None
         )
         if isinstance(values, np.ndarray):
             result[col] = (
-                pd.array(values.astype(np.int64), dtype="Int64") if col in ints else values
+                pd.array(values.astype(np.int64), dtype="Int64") if kind[col] == "int" else values
             )
             continue
         if values is None:
-            kind = pa.string() if col in texts else pa.int64() if col in ints else pa.float64()
-            values = pa.nulls(n, kind)
+            values = pa.nulls(n, arrow_kind[kind[col]])
         result[col] = _pandas(values)
     return pd.DataFrame(result)
 
 
 def _attach_attributes(result: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame:
+    """``member_tier`` and the other customer attributes, after the features."""
     if customers is None:
-        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=TEXT)
         return result
     extra = [c for c in customers.columns if c not in ("customer_id", "joined_at")]
     first = customers.drop_duplicates("customer_id")
     attrs = first[extra].set_axis(pd.Index(first["customer_id"].astype(TEXT)), axis=0)
     attrs = attrs.reindex(pd.Index(result["customer_id"])).reset_index(drop=True)
     for col in extra:
-        if col not in result:  # a feature name wins over a same-named attribute
+        if col == "member_tier":
+            result[col] = attrs[col].astype(TEXT).array
+        elif col not in result:  # a feature name wins over a same-named attribute
             result[col] = attrs[col].array
-    if "member_tier" not in result:
-        result["member_tier"] = pd.Series(pd.NA, index=result.index, dtype=TEXT)
     return result

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from features import LifecycleThresholds, build_features
+from features.families import FAMILIES, feature_columns, kinds
 
 TZ = "Asia/Shanghai"
 AS_OF = "2026-01-01"
@@ -289,7 +290,10 @@ class TestChannelResponse:
         )
         tx = tx_frame([("A", "O1", 10, 100.0)])
         got = build_features(tx, touches, as_of=AS_OF)
-        assert not any("group" in c for c in got.columns)
+        # group is a contract channel with no touch before T: zero counts, no rate.
+        assert got["touches_180d_group"].tolist() == [0, 0, 0]
+        assert got["response_rate_group"].isna().all()
+        assert got.columns[2:].tolist() == feature_columns()
         # wecom prior: rates 1/2, 1/1 -> mean .75, var .0625, a+b = 2 -> Beta(1.5, .5)
         # sms prior: rates 0, 1, 0 -> a+b = 0, degenerate -> pooled (1+1)/(3+2)=.4, Beta(.8, 1.2)
         # overall prior: rates 1/3, 1, 0 -> Beta(4/21, 5/21)
@@ -350,7 +354,8 @@ class TestInputs:
         ]
         assert got[dependent].isna().all().all()
         assert got["orders_total"].tolist() == [1]
-        assert not any(c.startswith("response_rate_") and c != "response_rate_180d" for c in got)
+        assert got.columns[2:].tolist() == feature_columns()
+        assert got[[c for c in got if c.startswith("response_rate_")]].isna().all().all()
 
     def test_known_customers_and_attributes(self):
         tx = tx_frame([("A", "O1", 10, 100.0), ("E", "O2", 5, 10.0)])
@@ -383,3 +388,29 @@ class TestInputs:
         tx["discount"] = [10.0, 0.0, 5.0]
         got = build_features(tx, as_of=AS_OF)
         check(got, expect({"customer_id": ["A"], "discount_order_share_365d": [0.5]}))
+
+
+class TestRegistry:
+    def test_columns_and_types_follow_the_families(self):
+        tx = tx_frame([("A", "O1", 10, 100.0)])
+        touches = touch_frame([("A", "WeCom", 2, 1), ("A", "Live Room", 3, None)])
+        customers = pd.DataFrame(
+            {"customer_id": ["A"], "city_tier": [2], "member_tier": ["gold"]}
+        ).astype({"customer_id": TEXT})
+        got = build_features(tx, touches, customers, as_of=AS_OF)
+        # A channel outside the contract follows the contract channels; attributes come last.
+        assert got.columns.tolist() == [
+            "customer_id",
+            "as_of",
+            *feature_columns(["live_room"]),
+            "city_tier",
+        ]
+        dtypes = {"int": "Int64", "float": "float64", "text": "string"}
+        for column, kind in kinds(["live_room"]).items():
+            assert str(got[column].dtype) == dtypes[kind], column
+        assert got["member_tier"].tolist() == ["gold"]
+
+    def test_family_names_are_unique_and_views_are_named_for_feast(self):
+        names = [c for family in FAMILIES for c, _ in family.columns]
+        assert len(names) == len(set(names))
+        assert [f.view for f in FAMILIES][:2] == ["customer_rfm", "customer_intervals"]

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from features import build_features
+from features.contracts import TOUCH_CHANNELS
 from features.synthetic import generate
 
 TZ = "Asia/Shanghai"
@@ -164,8 +165,10 @@ def oracle(tx: pd.DataFrame, touches: pd.DataFrame | None, cut: int) -> pd.DataF
         "f_score": _avg_ranks({c: r["orders_365d"] for c, r in buyers.items()}),
         "m_score": _avg_ranks({c: r["spend_365d"] for c, r in buyers.items()}),
     }
+    # Every contract channel has columns; other channels only once seen before the cutoff.
     seen = sorted(
-        {ch.lower().replace(" ", "_") for cid in known for ch, _s, _r in sent[cid]},
+        {ch.lower().replace(" ", "_") for cid in known for ch, _s, _r in sent[cid]}
+        | set(TOUCH_CHANNELS),
     )
     pop_cycle = {c: statistics.median(v) for c, v in pair_cycles.items() if v}
     for cid, r in rows.items():
