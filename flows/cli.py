@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -144,6 +145,44 @@ def _print_features(result: dict[str, Any]) -> None:
     for family in ("lifecycle_stage", "rfm_segment"):
         counts = ", ".join(f"{k} {v:,}" for k, v in result[family].items())
         typer.echo(f"  {family}: {counts}")
+    online = result["online"]
+    typer.echo(f"  feast: {len(result['feature_views'])} feature views applied")
+    if online["written"]:
+        typer.echo(
+            f"  online: {online['customers']:,} customers written to {len(online['written'])} views"
+        )
+    for view, reason in online["skipped"].items():
+        typer.echo(f"  online: {view} not written: {reason}")
+
+
+def _print_lookup(result: dict[str, Any], timezone: str) -> None:
+    if not result["views"]:
+        typer.echo("no feature views registered yet: run ltv features first")
+        return
+    if not result["found"]:
+        typer.echo(f"customer {result['customer_id']}: no online features")
+        return
+    typer.echo(f"customer {result['customer_id']}: online features")
+    for view in result["views"]:
+        stamp = view["as_of"]
+        if stamp is None:
+            typer.echo(f"  {view['view']}  no values")
+            continue
+        local = datetime.fromisoformat(stamp).astimezone(ZoneInfo(timezone))
+        state = "current" if view["current"] else "not current (older than the view's TTL)"
+        typer.echo(f"  {view['view']}  as of {local:%Y-%m-%d %H:%M %z}  {state}")
+        if not view["current"]:
+            continue
+        for name, value in view["values"].items():
+            typer.echo(f"    {name:<32} {_cell(value)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 @app.command()
@@ -159,6 +198,10 @@ def demo(
     typer.echo(f"demo data: {result['data']}")
     _print_validation(result)
     _print_features(result["features"])
+    typer.echo(
+        f"\n$ ltv lookup {result['lookup']['customer_id']} --at {result['features']['as_of']}"
+    )
+    _print_lookup(result["lookup"], settings.timezone)
 
 
 @app.command()
@@ -217,11 +260,16 @@ def _not_yet(verb: str, issue: int) -> NoReturn:
     _fail(f"ltv {verb}: not implemented yet (planned in issue #{issue})", EXIT_NOT_YET)
 
 
-def _as_of(value: str) -> date:
+def _as_of(value: str, option: str = "--as-of") -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        _fail(f"error: --as-of {value!r} is not a date (YYYY-MM-DD)", EXIT_INPUT)
+        _fail(f"error: {option} {value!r} is not a date (YYYY-MM-DD)", EXIT_INPUT)
+
+
+def _midnight(day: date, timezone: str) -> datetime:
+    """The start of ``day`` in the configured time zone."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone))
 
 
 @app.command()
@@ -277,9 +325,23 @@ def monitor(data: DataDir, as_of: AsOf, workdir: Workdir = None) -> None:
 
 
 @app.command()
-def lookup(customer_id: Annotated[str, typer.Argument()], workdir: Workdir = None) -> None:
-    """Online features and latest scores for one customer."""
-    _not_yet("lookup", 3)
+def lookup(
+    customer_id: Annotated[str, typer.Argument()],
+    at: Annotated[
+        str | None,
+        typer.Option(help="Show values current at this date (YYYY-MM-DD; default: now)."),
+    ] = None,
+    workdir: Workdir = None,
+) -> None:
+    """Online features (and, from issue 5, the latest scores) for one customer."""
+    from flows.features import lookup as lookup_flow
+
+    settings = _settings(workdir)
+    moment = _midnight(_as_of(at, "--at"), settings.timezone) if at else None
+    result = _run(lambda: lookup_flow(customer_id=customer_id, workdir=settings.workdir, at=moment))
+    _print_lookup(result, settings.timezone)
+    if not result["found"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prefect import flow
 
 from flows.data import add_defects, describe, generate_data, load_data, rules_from
-from flows.features import build_snapshot, describe_snapshot, write_snapshot
+from flows.features import lookup, register_snapshot
 from flows.settings import get_settings
 
 #: Share of demo rows given a realistic defect, so the quarantine has something to show.
 DEMO_DEFECTS = 0.002
 #: The demo's "this morning": the day after the synthetic window ends.
-DEMO_AS_OF = date(2026, 7, 1)
+DEMO_AS_OF = datetime.date(2026, 7, 1)
 
 
 @flow(name="ltv-demo")
@@ -26,10 +27,7 @@ def demo(customers: int, workdir: Path) -> dict[str, Any]:
     generate_data(data, customers, 730, settings.seed, "csv")
     add_defects(data, DEMO_DEFECTS, settings.seed)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    as_of = DEMO_AS_OF
-    snapshot = build_snapshot(dataset, as_of)
-    path = write_snapshot(snapshot, workdir, as_of)
-    return describe(dataset) | {
-        "data": str(data),
-        "features": describe_snapshot(snapshot, path) | {"as_of": str(as_of)},
-    }
+    features = register_snapshot(dataset, DEMO_AS_OF, workdir, settings.env)
+    morning = datetime.datetime.combine(DEMO_AS_OF, datetime.time(0), ZoneInfo(settings.timezone))
+    example = lookup(features["top_customer"], workdir, at=morning)
+    return describe(dataset) | {"data": str(data), "features": features, "lookup": example}

@@ -1,8 +1,14 @@
-"""Feature flows: point-in-time customer features at ``as_of``, one snapshot per date."""
+"""Feature flows: point-in-time snapshots at ``as_of``, registered in Feast and served online.
+
+``ltv features`` builds the snapshot of one date, writes it beside the others (one Parquet file
+per ``as_of``; several dates coexist and a rerun replaces its own), applies the Feast
+declarations over them and writes the values online unless newer ones are already there.
+``ltv lookup`` reads one customer back.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,37 +16,92 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from feature_repo.data_sources import snapshot_dir
 from features import build_features
 from features.dataset import Dataset
 from features.io import write_parquet
+from flows import feature_store
 from flows.data import load_data, rules_from
 from flows.settings import get_settings
 
 
-def snapshot_path(workdir: Path, as_of: date) -> Path:
+def snapshot_path(workdir: Path, as_of: datetime.date) -> Path:
     """Where the feature snapshot of ``as_of`` lives: one Parquet file per date."""
-    return workdir / "features" / "customer_features" / f"as_of={as_of:%Y-%m-%d}" / "part.parquet"
+    return snapshot_dir(workdir) / f"{as_of:%Y-%m-%d}.parquet"
 
 
 @task(name="build-features", cache_policy=NO_CACHE)
-def build_snapshot(dataset: Dataset, as_of: date) -> pd.DataFrame:
-    """Point-in-time features of every customer known at ``as_of``."""
-    return build_features(dataset.transactions, dataset.touches, dataset.customers, as_of=as_of)
+def build_snapshot(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
+    """Point-in-time features of every customer known at ``as_of``.
+
+    ``created_at`` is the values' knowledge time: built from rows strictly before ``as_of``,
+    they were knowable at ``as_of`` (Feast leaves out rows created after a training cutoff).
+    """
+    snapshot = build_features(dataset.transactions, dataset.touches, dataset.customers, as_of=as_of)
+    snapshot.insert(2, "created_at", snapshot["as_of"])
+    return snapshot
 
 
 @task(name="write-snapshot", cache_policy=NO_CACHE)
-def write_snapshot(snapshot: pd.DataFrame, workdir: Path, as_of: date) -> str:
+def write_snapshot(snapshot: pd.DataFrame, workdir: Path, as_of: datetime.date) -> str:
     """Write the snapshot atomically; a rerun for the same date replaces it."""
     return str(write_parquet(snapshot, snapshot_path(workdir, as_of)))
 
 
+@task(name="feast-apply", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def apply_repo(workdir: Path, env: str) -> list[str]:
+    """Register entity, source, feature views and services; the view names."""
+    return feature_store.apply_definitions(feature_store.open_store(workdir, env), workdir)
+
+
+@task(name="write-online", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def write_online(snapshot: pd.DataFrame, workdir: Path, env: str) -> dict[str, Any]:
+    """Serve the snapshot's values online unless newer values are there already (R9)."""
+    done = feature_store.write_online(feature_store.open_store(workdir, env), snapshot)
+    return {"written": done.written, "skipped": done.skipped, "customers": done.customers}
+
+
+def register_snapshot(
+    dataset: Dataset, as_of: datetime.date, workdir: Path, env: str
+) -> dict[str, Any]:
+    """Build, write, apply and serve the snapshot of ``as_of``: the steps every flow shares."""
+    snapshot = build_snapshot(dataset, as_of)
+    path = write_snapshot(snapshot, workdir, as_of)
+    views = apply_repo(workdir, env)
+    online = write_online(snapshot, workdir, env)
+    return describe_snapshot(snapshot, path) | {
+        "as_of": str(as_of),
+        "feature_views": views,
+        "online": online,
+    }
+
+
 @flow(name="ltv-features")
-def features(data: Path, as_of: date, workdir: Path) -> dict[str, Any]:
-    """Validate the data, build features at ``as_of`` and write the snapshot."""
+def features(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
+    """Validate the data, build features at ``as_of``, write the snapshot, serve it."""
     settings = get_settings()
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    snapshot = build_snapshot(dataset, as_of)
-    return describe_snapshot(snapshot, write_snapshot(snapshot, workdir, as_of))
+    return register_snapshot(dataset, as_of, workdir, settings.env)
+
+
+@flow(name="ltv-lookup")
+def lookup(customer_id: str, workdir: Path, at: datetime.datetime | None = None) -> dict[str, Any]:
+    """One customer's online features, per view, blank where older than the view's TTL."""
+    store = feature_store.open_store(workdir, get_settings().env)
+    views = feature_store.lookup(store, customer_id, at)
+    return {
+        "customer_id": customer_id,
+        "found": any(v.as_of is not None for v in views),
+        "views": [
+            {
+                "view": v.view,
+                "as_of": v.as_of.isoformat() if v.as_of else None,
+                "current": v.current,
+                "values": v.values,
+            }
+            for v in views
+        ],
+    }
 
 
 def describe_snapshot(snapshot: pd.DataFrame, path: str) -> dict[str, Any]:
@@ -48,7 +109,16 @@ def describe_snapshot(snapshot: pd.DataFrame, path: str) -> dict[str, Any]:
     return {
         "path": path,
         "customers": len(snapshot),
-        "columns": len(snapshot.columns) - 2,  # customer_id and as_of are keys
+        "columns": len(snapshot.columns) - 3,  # customer_id, as_of and created_at are keys
         "lifecycle_stage": snapshot["lifecycle_stage"].value_counts().to_dict(),
         "rfm_segment": snapshot["rfm_segment"].value_counts().to_dict(),
+        "top_customer": _top_customer(snapshot),
     }
+
+
+def _top_customer(snapshot: pd.DataFrame) -> str | None:
+    """The customer with the highest spend in 365 days (first by id on ties): an example."""
+    if snapshot.empty:
+        return None
+    ranked = snapshot.sort_values(["spend_365d", "customer_id"], ascending=[False, True])
+    return str(ranked["customer_id"].iloc[0])

@@ -32,10 +32,9 @@ def test_help_lists_every_design_verb(ltv):
         (["train", "--data", "d", "--as-of", "2024-01-01"], 4),
         (["score", "--data", "d", "--as-of", "2024-01-01", "--budget", "100"], 5),
         (["monitor", "--data", "d", "--as-of", "2024-01-01"], 6),
-        (["lookup", "C1"], 3),
         (["report", "--as-of", "2024-01-01"], 6),
     ],
-    ids=["train", "score", "monitor", "lookup", "report"],
+    ids=["train", "score", "monitor", "report"],
 )
 def test_verbs_not_built_yet_say_so_in_one_line(ltv, args, issue):
     out = ltv(*args)
@@ -125,11 +124,30 @@ def test_features_writes_one_snapshot_per_date(ltv, tmp_path):
         for as_of in ("2026-01-01", "2026-01-01", "2026-03-01")  # a rerun replaces its date
     ]
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
-    snapshots = sorted((work / "features" / "customer_features").glob("as_of=*/part.parquet"))
-    assert [p.parent.name for p in snapshots] == ["as_of=2026-01-01", "as_of=2026-03-01"]
+    snapshots = sorted((work / "features" / "customer_features").glob("*.parquet"))
+    assert [p.name for p in snapshots] == ["2026-01-01.parquet", "2026-03-01.parquet"]
     january = pd.read_parquet(snapshots[0])
     assert january["customer_id"].is_unique
     assert (january["as_of"] == pd.Timestamp("2026-01-01", tz="Asia/Shanghai")).all()
     assert f"features at 2026-01-01: {len(january):,} customers" in runs[1].stdout
     assert "lifecycle_stage:" in runs[2].stdout
+    assert "feast: 7 feature views applied" in runs[2].stdout
+    assert f"online: {len(january):,} customers written to 7 views" in runs[0].stdout
+    # The same date again refreshes the online values; an older date never replaces newer ones.
+    older = ltv("features", "--data", str(data), "--as-of", "2026-02-01", "--workdir", str(work))
+    assert older.returncode == 0, older.stderr[-2000:]
+    assert (
+        "customer_rfm not written: online store already holds as_of 2026-03-01 00:00 +0800"
+        in older.stdout
+    )
+    customer = january["customer_id"].iloc[0]
+    shown = ltv("lookup", customer, "--at", "2026-03-01", "--workdir", str(work))
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "customer_rfm  as of 2026-03-01 00:00 +0800  current" in shown.stdout
+    stale = ltv("lookup", customer, "--at", "2026-03-09", "--workdir", str(work))
+    assert "not current (older than the view's TTL)" in stale.stdout
+    assert "days_since_last_order" not in stale.stdout
+    unknown = ltv("lookup", "nobody", "--workdir", str(work))
+    assert unknown.returncode == 1
+    assert unknown.stdout.strip() == "customer nobody: no online features"
     assert not any("leaked" in r.stderr for r in runs)

@@ -24,10 +24,14 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     assert f"quarantined {len(defects):,} (quarantine: {data / 'quarantine'})" in out.stdout
     assert "× line: is an exact duplicate of row" in out.stdout
     snapshot = pd.read_parquet(
-        tmp_path / "work" / "features" / "customer_features" / "as_of=2026-07-01" / "part.parquet"
+        tmp_path / "work" / "features" / "customer_features" / "2026-07-01.parquet"
     )
     assert f"features at 2026-07-01: {len(snapshot):,} customers" in out.stdout
     assert snapshot["customer_id"].is_unique and len(snapshot) == 400
+    # The demo shows its top customer through the online store.
+    top = snapshot.sort_values(["spend_365d", "customer_id"], ascending=[False, True]).iloc[0]
+    assert f"$ ltv lookup {top['customer_id']} --at 2026-07-01" in out.stdout
+    assert f"    rfm_segment                      {top['rfm_segment']}" in out.stdout
 
 
 def test_completejourney_import_then_validate(tmp_path):
