@@ -176,3 +176,27 @@ def test_the_feast_cli_reads_the_repository(repo, tmp_path):
     assert listed.returncode == 0, listed.stderr[-2000:]
     for name in ("churn_model_v1", "next_purchase_model_v1", "value_model_v1"):
         assert name in listed.stdout
+
+
+def test_production_profile_takes_every_secret_from_the_environment(monkeypatch):
+    import yaml
+    from feast import RepoConfig
+
+    from feature_repo import REPO_DIR
+
+    text = (REPO_DIR / "feature_store.prod.yaml").read_text()
+    names = ["USER", "PASSWORD", "HOST", "PORT", "DB"]
+    env = {f"LTV_FEAST_PG_{n}": f"pg-{n.lower()}" for n in names} | {
+        "LTV_REDIS_HOST": "redis-host",
+        "LTV_REDIS_PORT": "6380",
+        "LTV_REDIS_PASSWORD": "redis-secret",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = RepoConfig(**yaml.safe_load(os.path.expandvars(text)))
+    assert config.online_store.type == "redis"
+    assert "redis-secret" in config.online_store.connection_string
+    assert config.registry.registry_type == "sql"
+    assert config.registry.path == "postgresql+psycopg://pg-user:pg-password@pg-host:pg-port/pg-db"
+    # Nothing secret is written in the file itself: every credential is a ${VAR}.
+    assert "password=${LTV_REDIS_PASSWORD}" in text and "${LTV_FEAST_PG_PASSWORD}@" in text
