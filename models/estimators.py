@@ -1,0 +1,215 @@
+"""The LightGBM models: churn, next purchase and 180-day value, deterministic and calibrated.
+
+Each model trains on the rows of earlier cutoffs and is early-stopped and calibrated on the
+latest training cutoff (a time-based validation fold): a model never sees the rows it is
+judged on, and the held-out evaluation cutoff is never passed here at all.
+
+- **Churn**: P(no order in the next H days), binary LightGBM, then an isotonic map fitted on
+  the validation fold.
+- **Next purchase**: P(order within 30 days), the same way; and the expected days to the next
+  order for customers who order within the horizon, E[T | T < H], a regression fitted only on
+  rows whose next order was observed. Censoring is handled by the split: censored rows
+  (no order in the horizon) inform P(T < H), the churn model's complement, and never the
+  conditional time, so no censored time is treated as an event time.
+- **Value**: a hurdle, P(net spend in 180 days > 0) x E[spend | spend > 0], the second part a
+  Gamma regression (log link) on the positive rows, so zeros and the long right tail are
+  modelled apart.
+
+Determinism (R11): ``deterministic=True``, ``force_row_wise=True``, fixed seeds and a fixed
+thread count; same data, same model text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+
+__all__ = [
+    "KEY_COLUMNS",
+    "Calibrator",
+    "Classifier",
+    "Regressor",
+    "TrainConfig",
+    "feature_frame",
+    "fit_classifier",
+    "fit_regressor",
+]
+
+#: Columns of a training frame that are keys or bookkeeping, never features.
+KEY_COLUMNS = ("customer_id", "as_of", "created_at", "event_timestamp", "cutoff")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LightGBM settings shared by every model."""
+
+    seed: int = 42
+    num_threads: int = 2
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    max_rounds: int = 600
+    early_stopping_rounds: int = 40
+
+    def params(self, objective: str, **extra: Any) -> dict[str, Any]:
+        """LightGBM parameters for ``objective``: deterministic and quiet."""
+        return {
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "feature_fraction_seed": self.seed,
+            "bagging_seed": self.seed,
+            "data_random_seed": self.seed,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "num_threads": self.num_threads,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+            **extra,
+        }
+
+
+def feature_frame(frame: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
+    """The model inputs of a training or scoring frame: numbers as float, text as category.
+
+    Text columns (segment, stage, best channel, member tier) become pandas categoricals;
+    LightGBM stores their categories in the model file and maps scoring frames the same way.
+    """
+    names = features or [c for c in frame.columns if c not in KEY_COLUMNS]
+    out = {}
+    for name in names:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            out[name] = column
+        elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            out[name] = column.astype("string").astype("category")
+    return pd.DataFrame(out, index=frame.index)
+
+
+@dataclass
+class Calibrator:
+    """An isotonic map from raw to calibrated probability, stored as plain numbers (no pickle)."""
+
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, outcome: np.ndarray) -> Calibrator:
+        """Fit on the validation fold's raw scores and outcomes."""
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        iso.fit(raw, outcome)
+        return cls([float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_])
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw scores."""
+        if not self.x:
+            return np.asarray(raw, dtype=float)
+        return np.interp(raw, self.x, self.y)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """A JSON-ready form."""
+        return {"x": self.x, "y": self.y}
+
+
+@dataclass
+class Classifier:
+    """A calibrated binary LightGBM model."""
+
+    booster: lgb.Booster
+    calibrator: Calibrator
+    features: list[str]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for the rows of ``frame``."""
+        return self.calibrator(self.raw(frame))
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated probabilities."""
+        return np.asarray(self.booster.predict(feature_frame(frame, self.features)))
+
+
+@dataclass
+class Regressor:
+    """A LightGBM regression (its predictions on the response scale)."""
+
+    booster: lgb.Booster
+    features: list[str]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predictions for the rows of ``frame``."""
+        return np.asarray(self.booster.predict(feature_frame(frame, self.features)))
+
+
+def _datasets(
+    train: pd.DataFrame, y_train: np.ndarray, valid: pd.DataFrame, y_valid: np.ndarray
+) -> tuple[lgb.Dataset, lgb.Dataset, list[str]]:
+    x_train = feature_frame(train)
+    names = list(x_train.columns)
+    x_valid = feature_frame(valid, names)
+    for name in names:  # the validation fold uses the training categories
+        if isinstance(x_train[name].dtype, pd.CategoricalDtype):
+            x_valid[name] = x_valid[name].cat.set_categories(x_train[name].cat.categories)
+    dtrain = lgb.Dataset(x_train, y_train, free_raw_data=True)
+    dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain, free_raw_data=True)
+    return dtrain, dvalid, names
+
+
+def _train(
+    params: dict[str, Any], dtrain: lgb.Dataset, dvalid: lgb.Dataset, config: TrainConfig
+) -> lgb.Booster:
+    return lgb.train(
+        params,
+        dtrain,
+        num_boost_round=config.max_rounds,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+
+
+def fit_classifier(
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    config: TrainConfig,
+) -> Classifier:
+    """A binary model early-stopped on ``valid`` and calibrated (isotonic) on it.
+
+    Args:
+        train: Feature rows of the earlier cutoffs (keys are ignored).
+        y_train: Their 0/1 outcomes.
+        valid: Feature rows of the latest training cutoff.
+        y_valid: Their outcomes.
+        config: LightGBM settings.
+    """
+    dtrain, dvalid, names = _datasets(train, y_train, valid, y_valid)
+    booster = _train(config.params("binary", metric="binary_logloss"), dtrain, dvalid, config)
+    model = Classifier(booster, Calibrator(), names)
+    model.calibrator = Calibrator.fit(model.raw(valid), np.asarray(y_valid, dtype=float))
+    return model
+
+
+def fit_regressor(
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    config: TrainConfig,
+    objective: str = "gamma",
+) -> Regressor:
+    """A regression early-stopped on ``valid`` (``gamma``: log link, positive targets)."""
+    dtrain, dvalid, names = _datasets(train, y_train, valid, y_valid)
+    booster = _train(config.params(objective), dtrain, dvalid, config)
+    return Regressor(booster, names)

@@ -1,0 +1,295 @@
+"""The one module that talks to MLflow: runs, metrics, artifacts, the registry and aliases.
+
+Everything else passes plain values here. Conventions:
+
+- Tracking defaults to ``sqlite:///<workdir>/mlflow.db`` with artifacts under
+  ``<workdir>/mlartifacts``; settings can point at a server instead.
+- A run always ends: ``FINISHED`` when its block completes, ``FAILED`` when it raises (never
+  left ``RUNNING``).
+- Metrics go in ``log_batch`` calls of at most 1,000 values (MLflow's limit per call).
+- Models are LightGBM ``Booster`` objects saved in LightGBM's native text format
+  (``model.lgb``). Loading refuses anything else, and pickle deserialisation is switched off
+  (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``).
+- Registered models get alias ``champion`` only through :func:`promote`, which the caller
+  feeds with both models' scores on the same held-out cutoff; otherwise ``challenger`` with the
+  reason as a version tag. Setting an alias is one registry write, so a concurrent load sees the
+  old champion or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightgbm as lgb
+import pandas as pd
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "Promotion",
+    "Run",
+    "Tracker",
+    "default_tracking_uri",
+]
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_BATCH = 1000
+_T = TypeVar("_T")
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    """The embedded default: a SQLite store in the work directory."""
+    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+def _retry(call: Callable[[], _T], attempts: int = 6) -> _T:
+    """Retry a registry or tracking write that lost a race (SQLite locks, unique names)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except MlflowException as exc:
+            text = str(exc).lower()
+            transient = "locked" in text or "already exists" in text or "unique" in text
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The alias a new model version got, and why."""
+
+    alias: str
+    reason: str
+    previous_champion: str | None
+
+
+class Run:
+    """The active MLflow run: everything a training logs goes through here."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        """Wrap the run ``run_id`` of ``tracker``."""
+        self.tracker = tracker
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log parameters (values become strings, as MLflow stores them)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.tracker.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log metrics in ``log_batch`` calls of at most 1,000; NaN values are skipped."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items() if pd.notna(v)]
+        for i in range(0, len(items), _BATCH):
+            self.tracker.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set run tags."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        if items:
+            self.tracker.client.log_batch(self.run_id, tags=items)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """A matplotlib figure as a PNG artifact at ``path``."""
+        self.tracker.client.log_figure(self.run_id, figure, path)
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None:
+        """A small table as a CSV artifact (and shown by the MLflow UI)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(path).name
+            frame.to_csv(target, index=False)
+            parent = str(Path(path).parent)
+            self.tracker.client.log_artifact(
+                self.run_id, str(target), None if parent == "." else parent
+            )
+
+    def log_dict(self, content: dict[str, Any], path: str) -> None:
+        """A JSON artifact."""
+        self.tracker.client.log_dict(self.run_id, content, path)
+
+    def log_dataset(
+        self, frame: pd.DataFrame, name: str, source: str, context: str, targets: str | None
+    ) -> str:
+        """Record the data a model saw (mlflow.data): schema, row count and fingerprint."""
+        import mlflow
+
+        from_pandas = mlflow.data.from_pandas  # type: ignore[attr-defined]
+        dataset = from_pandas(frame, source=source, name=name, targets=targets)
+        mlflow.log_input(dataset, context=context)
+        return str(dataset.digest)
+
+    def log_booster(
+        self,
+        booster: lgb.Booster,
+        registered_name: str,
+        input_example: pd.DataFrame,
+        tags: dict[str, str],
+    ) -> str:
+        """Save the booster in LightGBM's native format, register it; return the version."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        example = input_example.head(5)
+        signature = infer_signature(example, booster.predict(example))
+        info = _retry(
+            lambda: mlflow.lightgbm.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=example,
+                registered_model_name=registered_name,
+                await_registration_for=0,
+            )
+        )
+        version = str(info.registered_model_version)
+        self.tracker.tag_version(registered_name, version, tags)
+        return version
+
+
+class Tracker:
+    """A connection to one tracking store and model registry."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        """Connect to ``tracking_uri``; new experiments store artifacts under ``artifact_root``."""
+        import mlflow
+        from mlflow import MlflowClient
+
+        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.uri = tracking_uri
+        self.artifact_root = artifact_root.resolve() if artifact_root else None
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created on first use (safe under a race)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = self.artifact_root.joinpath(name).as_uri() if self.artifact_root else None
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except Exception:  # created meanwhile by a concurrent training
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    @contextmanager
+    def run(self, experiment: str, name: str, tags: dict[str, str]) -> Iterator[Run]:
+        """The active run of the block: FINISHED on success, FAILED if the block raises."""
+        import mlflow
+
+        started = mlflow.start_run(
+            experiment_id=self.experiment(experiment), run_name=name, tags=tags
+        )
+        try:
+            yield Run(self, started.info.run_id)
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
+
+    def champion(self, name: str) -> tuple[lgb.Booster, str] | None:
+        """The ``champion`` version of registered model ``name`` and its version, if any."""
+        version = self._alias_version(name, CHAMPION)
+        if version is None:
+            return None
+        return self.load_booster(name, version), version
+
+    def _alias_version(self, name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def load_booster(self, name: str, version: str) -> lgb.Booster:
+        """Load a registered version; only LightGBM's native text format is accepted."""
+        import mlflow
+        from mlflow.models import Model
+
+        uri = f"models:/{name}/{version}"
+        local = Path(mlflow.artifacts.download_artifacts(uri))
+        flavor = Model.load(str(local / "MLmodel")).flavors.get("lightgbm", {})
+        data = local / str(flavor.get("data", ""))
+        if flavor.get("model_class") != "lightgbm.basic.Booster" or data.suffix != ".lgb":
+            raise ValueError(f"{uri} is not a native LightGBM model; refusing to load it")
+        return lgb.Booster(model_file=str(data))
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags of one registered model version."""
+        return dict(self.client.get_model_version(name, version).tags)
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        *,
+        metric: str,
+        new_value: float,
+        champion_value: float | None,
+        cutoff: str,
+        higher_is_better: bool = True,
+    ) -> Promotion:
+        """Give ``version`` alias ``champion`` if it beats the champion on the same cutoff.
+
+        Args:
+            name: The registered model.
+            version: The new version.
+            metric: The deciding metric's name (for the reason).
+            new_value: The new version's metric on the held-out cutoff.
+            champion_value: The current champion's metric on the same held-out rows, or
+                ``None`` when there is no champion (or it cannot score these rows).
+            cutoff: The held-out cutoff (for the reason).
+            higher_is_better: Direction of ``metric``.
+
+        Returns:
+            The alias given and the reason, also stored as version tags.
+        """
+        previous = self._alias_version(name, CHAMPION)
+        if previous is None or champion_value is None:
+            alias, reason = CHAMPION, "no champion to compare with"
+        else:
+            better = new_value > champion_value if higher_is_better else new_value < champion_value
+            verdict = "beats" if better else "does not beat"
+            alias = CHAMPION if better else CHALLENGER
+            reason = (
+                f"{verdict} champion v{previous} on held-out cutoff {cutoff}: "
+                f"{metric} {new_value:.4f} vs {champion_value:.4f}"
+            )
+        _retry(lambda: self.client.set_registered_model_alias(name, alias, version))
+        self.tag_version(name, version, {"promotion": alias, "promotion_reason": reason})
+        return Promotion(alias, reason, previous)
+
+    def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set tags on one registered model version."""
+        for key, value in tags.items():
+            _retry(partial(self.client.set_model_version_tag, name, version, key, value))
+
+
+def as_json(value: Any) -> str:
+    """A compact, stable JSON string for tags (cutoff lists, feature lists)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
