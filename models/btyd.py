@@ -770,3 +770,56 @@ def bgnbd_summary(
     )
     out.index.name = "customer_id"
     return out.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """BG/NBD fitted at a cutoff, with Gamma-Gamma for spend: the classic CLV baseline.
+
+    Fitted on every customer's purchase history before the cutoff (it needs no labels), then
+    asked the same questions as the models: churn over the horizon is the probability of no
+    purchase in it, 1 - ``p_purchase_within``; the 30-day purchase probability is
+    ``p_purchase_within(30 days)``; value is expected purchases in 180 days times the
+    Gamma-Gamma expected spend per purchase (the population mean for one-time buyers).
+    """
+
+    bgnbd: BGNBDParams
+    gamma_gamma: GammaGammaParams | None
+    unit_days: float
+
+    @classmethod
+    def fit(cls, summary: pd.DataFrame, *, unit_days: float = 7.0) -> Baseline:
+        """Fit on a :func:`bgnbd_summary` frame (same ``unit_days``)."""
+        bgnbd = fit_bgnbd(summary["frequency"], summary["recency"], summary["T"])
+        repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+        gamma_gamma = None
+        if len(repeat) >= 10:
+            fitted = fit_gamma_gamma(repeat["frequency"], repeat["monetary_value"])
+            gamma_gamma = fitted if fitted.q > 1 else None
+        return cls(bgnbd, gamma_gamma, unit_days)
+
+    def predict(self, summary: pd.DataFrame, *, horizon_days: float) -> pd.DataFrame:
+        """Baseline scores for the customers of ``summary`` (same index).
+
+        Returns:
+            ``p_alive``, ``churn_prob`` (no purchase within ``horizon_days``),
+            ``p_purchase_30d``, ``expected_purchases_180d`` and ``predicted_value_180d``.
+        """
+        x, t_x, age = summary["frequency"], summary["recency"], summary["T"]
+        unit = self.unit_days
+        purchases = expected_purchases(self.bgnbd, 180 / unit, x, t_x, age)
+        if self.gamma_gamma is not None:
+            spend = expected_average_spend(self.gamma_gamma, x, summary["monetary_value"])
+        else:
+            repeat = summary["monetary_value"][summary["frequency"] > 0]
+            spend = np.full(len(summary), float(repeat.mean()) if len(repeat) else 0.0)
+        return pd.DataFrame(
+            {
+                "p_alive": p_alive(self.bgnbd, x, t_x, age),
+                "churn_prob": 1 - p_purchase_within(self.bgnbd, horizon_days / unit, x, t_x, age),
+                "p_purchase_30d": p_purchase_within(self.bgnbd, 30 / unit, x, t_x, age),
+                "expected_purchases_180d": purchases,
+                "predicted_value_180d": purchases * np.asarray(spend, dtype=float),
+            },
+            index=summary.index,
+        )

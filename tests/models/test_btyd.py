@@ -544,3 +544,28 @@ def test_bgnbd_summary_feeds_the_models():
     assert np.all(
         expected_average_spend(spend, summary["frequency"], summary["monetary_value"]) > 0
     )
+
+
+def test_baseline_answers_the_models_questions():
+    from models.btyd import Baseline
+
+    truth = BGNBDParams(r=0.24, alpha=4.41, a=0.79, b=2.43)
+    summary = simulate_bgnbd(truth, 5_000, 39.0, seed=7)[["frequency", "recency", "T"]]
+    summary["monetary_value"] = np.where(summary["frequency"] > 0, 30.0, 0.0)
+    summary["monetary_value"] += np.random.default_rng(1).gamma(2.0, 5.0, len(summary)) * (
+        summary["frequency"] > 0
+    )
+    baseline = Baseline.fit(summary)
+    got = baseline.predict(summary, horizon_days=90)
+    assert list(got.columns) == [
+        "p_alive",
+        "churn_prob",
+        "p_purchase_30d",
+        "expected_purchases_180d",
+        "predicted_value_180d",
+    ]
+    assert got.index.equals(summary.index)
+    assert ((got["churn_prob"] >= 1 - got["p_alive"] - 1e-12) & (got["churn_prob"] <= 1)).all()
+    assert (got["p_purchase_30d"] <= 1 - got["churn_prob"] + 1e-12).all()  # 30 d within 90 d
+    assert (got["predicted_value_180d"] >= 0).all()
+    assert baseline.gamma_gamma is not None

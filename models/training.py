@@ -1,0 +1,134 @@
+"""Train the three models on point-in-time rows of several cutoffs; predict a held-out cutoff.
+
+A training frame has one row per (customer, cutoff): the features Feast returned for that
+cutoff, the labels of ``features.make_labels`` at the same cutoff, and a ``cutoff`` column.
+Cutoffs split it in time:
+
+- ``fit``: every training cutoff but the latest;
+- ``valid``: the latest training cutoff, for early stopping and calibration;
+- the held-out evaluation cutoff is a separate frame, never passed to a fit.
+
+Only customers with an order before the cutoff are rows: churn and repeat purchase are
+undefined for someone who never bought (those are "acquisition" customers, scored apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.estimators import Classifier, Regressor, TrainConfig, fit_classifier, fit_regressor
+
+__all__ = ["LABELS", "Models", "Predictions", "predict", "split_by_cutoff", "train_models"]
+
+#: Label columns of a training frame (never features).
+LABELS = (
+    "churned",
+    "purchased_30d",
+    "days_to_next_order",
+    "next_order_censored",
+    "spend_180d",
+    "orders_horizon",
+    "label_matured",
+    "horizon_days",
+)
+
+
+@dataclass
+class Models:
+    """The fitted models of one training."""
+
+    churn: Classifier
+    purchase_30d: Classifier
+    next_order_days: Regressor
+    value_buy: Classifier
+    value_spend: Regressor
+    horizon_days: int
+
+
+@dataclass
+class Predictions:
+    """Every model output for the rows of one frame, aligned with its index."""
+
+    churn_prob: np.ndarray
+    p_purchase_30d: np.ndarray
+    expected_days_to_next_order: np.ndarray
+    p_buy_180d: np.ndarray
+    spend_if_buy_180d: np.ndarray
+
+    @property
+    def predicted_value_180d(self) -> np.ndarray:
+        """Expected net spend in 180 days: P(buy) x E[spend | buy]."""
+        return self.p_buy_180d * self.spend_if_buy_180d
+
+
+def split_by_cutoff(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``fit`` (all cutoffs but the latest) and ``valid`` (the latest) parts of ``frame``."""
+    cutoffs = sorted(frame["cutoff"].unique())
+    if len(cutoffs) < 2:
+        raise ValueError(
+            f"training needs at least 2 matured cutoffs (one to fit, one to validate); "
+            f"got {len(cutoffs)}"
+        )
+    latest = frame["cutoff"] == cutoffs[-1]
+    return frame[~latest], frame[latest]
+
+
+def _inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in LABELS if c in frame.columns])
+
+
+def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
+    """Fit churn, 30-day purchase, next-order time and the value hurdle on ``frame``.
+
+    Args:
+        frame: Training rows (features, labels and ``cutoff``) of at least two cutoffs.
+        config: LightGBM settings.
+    """
+    fit, valid = split_by_cutoff(frame)
+    x_fit, x_valid = _inputs(fit), _inputs(valid)
+
+    def binary(column: str, source: pd.DataFrame) -> np.ndarray:
+        return source[column].astype(bool).to_numpy(dtype=float)
+
+    churn = fit_classifier(x_fit, binary("churned", fit), x_valid, binary("churned", valid), config)
+    purchase = fit_classifier(
+        x_fit, binary("purchased_30d", fit), x_valid, binary("purchased_30d", valid), config
+    )
+    # Time to the next order, among rows whose next order was observed (not censored).
+    seen_fit = ~fit["next_order_censored"].astype(bool)
+    seen_valid = ~valid["next_order_censored"].astype(bool)
+    days = fit_regressor(
+        x_fit[seen_fit],
+        fit.loc[seen_fit, "days_to_next_order"].to_numpy(dtype=float) + 0.5,
+        x_valid[seen_valid],
+        valid.loc[seen_valid, "days_to_next_order"].to_numpy(dtype=float) + 0.5,
+        config,
+    )
+    spent_fit = fit["spend_180d"].to_numpy(dtype=float) > 0
+    spent_valid = valid["spend_180d"].to_numpy(dtype=float) > 0
+    buy = fit_classifier(x_fit, spent_fit.astype(float), x_valid, spent_valid.astype(float), config)
+    spend = fit_regressor(
+        x_fit[spent_fit],
+        fit.loc[spent_fit, "spend_180d"].to_numpy(dtype=float),
+        x_valid[spent_valid],
+        valid.loc[spent_valid, "spend_180d"].to_numpy(dtype=float),
+        config,
+    )
+    horizon = int(frame["horizon_days"].iloc[0]) if "horizon_days" in frame else 90
+    return Models(churn, purchase, days, buy, spend, horizon)
+
+
+def predict(models: Models, frame: pd.DataFrame) -> Predictions:
+    """All model outputs for ``frame`` (features; labels, if present, are ignored)."""
+    x = _inputs(frame)
+    days = np.clip(models.next_order_days.predict(x) - 0.5, 0.0, float(models.horizon_days))
+    return Predictions(
+        churn_prob=models.churn.predict(x),
+        p_purchase_30d=models.purchase_30d.predict(x),
+        expected_days_to_next_order=days,
+        p_buy_180d=models.value_buy.predict(x),
+        spend_if_buy_180d=models.value_spend.predict(x),
+    )
