@@ -299,8 +299,37 @@ def train(
     dask_address: DaskAddress = None,
 ) -> None:
     """Train churn, next-purchase and value models; track and register them in MLflow."""
-    _as_of(as_of)
-    _not_yet("train", 4)
+    from flows.train import train as train_flow
+
+    cutoff = _as_of(as_of)
+    settings = _settings(workdir)
+    _preflight(data)
+    result = _run(lambda: train_flow(data=data, as_of=cutoff, workdir=settings.workdir))
+    _print_training(result)
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    typer.echo(
+        f"trained on cutoffs {', '.join(result['training_cutoffs'])}; "
+        f"held out {result['heldout_cutoff']} "
+        f"({result['params']['training_rows']:,} training rows, "
+        f"{result['params']['heldout_rows']:,} held-out rows)"
+    )
+    rows = {
+        "churn": ("auc", "ece"),
+        "next_purchase": ("auc", "mae_days"),
+        "value": ("gini", "decile_mape"),
+    }
+    for kind, done in result["models"].items():
+        m = done["metrics"]
+        first, second = rows[kind]
+        typer.echo(
+            f"  {done['model']:<18} v{done['version']:<3} {done['alias']:<10} "
+            f"{first} {m[first]:.4f} (BG/NBD {m[first + '_bgnbd']:.4f}, "
+            f"RFM {m[first + '_rfm']:.4f})  {second} {m[second]:.4f}"
+        )
+        typer.echo(f"      {done['reason']}")
+    typer.echo(f"MLflow: {result['tracking_uri']}  (make mlflow-ui)")
 
 
 @app.command()

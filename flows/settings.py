@@ -31,6 +31,28 @@ class IngestSettings(BaseModel):
     encoding: str = Field("utf-8", description="text encoding of CSV inputs (e.g. gb18030)")
 
 
+class TrainSettings(BaseModel):
+    """Which past cutoffs the models learn from, and how LightGBM fits them."""
+
+    horizon_days: int = Field(90, gt=0, description="churn horizon H: no order in H days")
+    cutoff_months: int = Field(12, ge=3, description="monthly cutoffs looked back over")
+    maturity_days: int = Field(180, gt=0, description="a cutoff's labels need this long")
+    min_history_days: int = Field(28, ge=0, description="history a cutoff needs before it")
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(7, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    max_rounds: int = Field(600, ge=1)
+    num_threads: int = Field(2, ge=1, description="fixed for reproducible models (R11)")
+
+
+class MlflowSettings(BaseModel):
+    """Where runs and registered models go."""
+
+    tracking_uri: str | None = Field(
+        None, description="default: sqlite:///<workdir>/mlflow.db with artifacts in workdir"
+    )
+
+
 class Settings(BaseSettings):
     """Everything the flows and the CLI may be configured with."""
 
@@ -48,6 +70,8 @@ class Settings(BaseSettings):
     )
     seed: int = 42
     ingest: IngestSettings = IngestSettings()
+    train: TrainSettings = TrainSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @classmethod
     def settings_customise_sources(

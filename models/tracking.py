@@ -68,6 +68,13 @@ def _retry(call: Callable[[], _T], attempts: int = 6) -> _T:
     raise AssertionError("unreachable")
 
 
+def _requirements() -> list[str]:
+    """The packages a registered booster needs, pinned to the versions that trained it."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("lightgbm", "numpy", "pandas", "scipy")]
+
+
 @dataclass(frozen=True)
 class Promotion:
     """The alias a new model version got, and why."""
@@ -145,8 +152,13 @@ class Run:
         registered_name: str,
         input_example: pd.DataFrame,
         tags: dict[str, str],
+        extra_files: list[Path] | None = None,
     ) -> str:
-        """Save the booster in LightGBM's native format, register it; return the version."""
+        """Save the booster in LightGBM's native format, register it; return the version.
+
+        ``extra_files`` (companion boosters in native format, calibration maps as JSON) are
+        stored inside the model, so a registered version carries everything scoring needs.
+        """
         import mlflow
         from mlflow.models import infer_signature
 
@@ -160,6 +172,13 @@ class Run:
                 input_example=example,
                 registered_model_name=registered_name,
                 await_registration_for=0,
+                extra_files=[str(p) for p in extra_files or []] or None,
+                # The JSON round trip of the serving check turns categorical columns into
+                # text, which a booster trained on pandas categoricals refuses; the example
+                # itself was just predicted on above.
+                validate_serving_input=False,
+                # Stated, not inferred: inference loads and runs the model in a subprocess.
+                pip_requirements=_requirements(),
             )
         )
         version = str(info.registered_model_version)
@@ -176,6 +195,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.uri = tracking_uri
@@ -228,6 +248,15 @@ class Tracker:
 
     def load_booster(self, name: str, version: str) -> lgb.Booster:
         """Load a registered version; only LightGBM's native text format is accepted."""
+        return self.load_bundle(name, version)[0]
+
+    def load_bundle(self, name: str, version: str) -> tuple[lgb.Booster, Path]:
+        """A registered version's booster and the directory of its extra files.
+
+        Raises:
+            ValueError: if the version is not a LightGBM booster in native text format, or one
+                of its extra files is a pickle.
+        """
         import mlflow
         from mlflow.models import Model
 
@@ -237,7 +266,10 @@ class Tracker:
         data = local / str(flavor.get("data", ""))
         if flavor.get("model_class") != "lightgbm.basic.Booster" or data.suffix != ".lgb":
             raise ValueError(f"{uri} is not a native LightGBM model; refusing to load it")
-        return lgb.Booster(model_file=str(data))
+        extra = local / "extra_files"
+        if any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in extra.glob("*")):
+            raise ValueError(f"{uri} carries a pickled file; refusing to load it")
+        return lgb.Booster(model_file=str(data)), extra
 
     def version_tags(self, name: str, version: str) -> dict[str, str]:
         """The tags of one registered model version."""

@@ -14,14 +14,36 @@ undefined for someone who never bought (those are "acquisition" customers, score
 
 from __future__ import annotations
 
+import datetime
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.estimators import Classifier, Regressor, TrainConfig, fit_classifier, fit_regressor
+from models.estimators import (
+    Calibrator,
+    Classifier,
+    Regressor,
+    TrainConfig,
+    fit_classifier,
+    fit_regressor,
+)
 
-__all__ = ["LABELS", "Models", "Predictions", "predict", "split_by_cutoff", "train_models"]
+__all__ = [
+    "BUNDLES",
+    "LABELS",
+    "Models",
+    "Predictions",
+    "load_part",
+    "monthly_cutoffs",
+    "predict",
+    "save_parts",
+    "split_by_cutoff",
+    "train_models",
+]
 
 #: Label columns of a training frame (never features).
 LABELS = (
@@ -132,3 +154,75 @@ def predict(models: Models, frame: pd.DataFrame) -> Predictions:
         p_buy_180d=models.value_buy.predict(x),
         spend_if_buy_180d=models.value_spend.predict(x),
     )
+
+
+#: Registered model -> its parts, the first being the registered booster.
+BUNDLES: dict[str, tuple[str, ...]] = {
+    "churn": ("churn",),
+    "next_purchase": ("purchase_30d", "next_order_days"),
+    "value": ("value_buy", "value_spend"),
+}
+
+
+def save_parts(models: Models, kind: str, directory: Path) -> list[Path]:
+    """Write the companion parts of bundle ``kind`` as plain files (no pickle).
+
+    The first part is the registered booster itself; every part's calibration map goes to
+    ``<part>.calibration.json`` and every other part's booster to ``<part>.lgb`` (LightGBM's
+    native text format).
+    """
+    paths = []
+    for i, part in enumerate(BUNDLES[kind]):
+        model = getattr(models, part)
+        if i > 0:
+            path = directory / f"{part}.lgb"
+            model.booster.save_model(str(path))
+            paths.append(path)
+        if isinstance(model, Classifier):
+            path = directory / f"{part}.calibration.json"
+            path.write_text(json.dumps(model.calibrator.to_dict()))
+            paths.append(path)
+    return paths
+
+
+def load_part(kind: str, booster: lgb.Booster, files: Path) -> dict[str, Classifier | Regressor]:
+    """The parts of bundle ``kind`` from its registered booster and its companion files."""
+    parts: dict[str, Classifier | Regressor] = {}
+    for i, part in enumerate(BUNDLES[kind]):
+        model = booster if i == 0 else lgb.Booster(model_file=str(files / f"{part}.lgb"))
+        names = list(model.feature_name())
+        calibration = files / f"{part}.calibration.json"
+        if calibration.exists():
+            parts[part] = Classifier(
+                model, Calibrator(**json.loads(calibration.read_text())), names
+            )
+        else:
+            parts[part] = Regressor(model, names)
+    return parts
+
+
+def monthly_cutoffs(
+    data_start: datetime.date,
+    as_of: datetime.date,
+    *,
+    months: int,
+    maturity_days: int,
+    min_history_days: int,
+) -> list[datetime.date]:
+    """First-of-month cutoffs whose labels have matured by ``as_of``, oldest first.
+
+    A cutoff ``c`` qualifies when ``c + maturity_days <= as_of`` (every label window, the
+    180-day value window included, is observed), ``c >= data_start + min_history_days`` (some
+    history to compute features from), and it lies in the ``months`` months before the latest
+    matured one.
+    """
+    latest = as_of - datetime.timedelta(days=maturity_days)
+    month = datetime.date(latest.year, latest.month, 1)
+    earliest = data_start + datetime.timedelta(days=min_history_days)
+    cutoffs = []
+    for _ in range(months):
+        if month < earliest:
+            break
+        cutoffs.append(month)
+        month = (month - datetime.timedelta(days=1)).replace(day=1)
+    return cutoffs[::-1]

@@ -29,12 +29,11 @@ def test_help_lists_every_design_verb(ltv):
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["train", "--data", "d", "--as-of", "2024-01-01"], 4),
         (["score", "--data", "d", "--as-of", "2024-01-01", "--budget", "100"], 5),
         (["monitor", "--data", "d", "--as-of", "2024-01-01"], 6),
         (["report", "--as-of", "2024-01-01"], 6),
     ],
-    ids=["train", "score", "monitor", "report"],
+    ids=["score", "monitor", "report"],
 )
 def test_verbs_not_built_yet_say_so_in_one_line(ltv, args, issue):
     out = ltv(*args)

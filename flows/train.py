@@ -1,0 +1,257 @@
+"""Training flow: point-in-time rows from Feast at past cutoffs, three models, MLflow.
+
+``ltv train --data DIR --as-of DATE``:
+
+1. monthly cutoffs whose labels have matured by ``as_of`` (``models.training.monthly_cutoffs``);
+   the latest is held out for evaluation, the one before it is the validation fold;
+2. a feature snapshot per cutoff (the same definitions as ``ltv features``), ``feast apply``,
+   then the training frame from ``get_historical_features`` with one (customer, cutoff) row per
+   customer who had ordered before the cutoff, and the labels of that cutoff;
+3. churn, next-purchase and value models (LightGBM), the BG/NBD and RFM baselines on the same
+   held-out rows, one MLflow run per model with metrics, charts and the registered model; a
+   new version becomes ``champion`` only if it beats the champion on the same held-out rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from feature_repo.data_sources import snapshot_dir
+from features import make_labels
+from features.dataset import Dataset
+from features.io import InputError
+from features.orders import order_table
+from flows import feature_store
+from flows.data import load_data, rules_from
+from flows.features import apply_repo, build_snapshot, write_snapshot
+from flows.settings import Settings, get_settings
+from models.backtest import DECIDING_METRIC, Backtest, backtest
+from models.btyd import Baseline, bgnbd_summary
+from models.estimators import TrainConfig, feature_frame
+from models.tracking import Tracker, as_json, default_tracking_uri
+from models.training import (
+    BUNDLES,
+    Models,
+    load_part,
+    monthly_cutoffs,
+    predict,
+    save_parts,
+    train_models,
+)
+
+#: Registered model and feature service (model version 1) per model kind.
+REGISTERED = {"churn": "ltv-churn", "next_purchase": "ltv-next-purchase", "value": "ltv-value"}
+SERVICES = {
+    "churn": "churn_model_v1",
+    "next_purchase": "next_purchase_model_v1",
+    "value": "value_model_v1",
+}
+
+
+def tracker_for(settings: Settings, workdir: Path) -> Tracker:
+    """The MLflow connection the settings ask for (default: SQLite in the work directory)."""
+    uri = settings.mlflow.tracking_uri or default_tracking_uri(workdir)
+    return Tracker(uri, workdir / "mlartifacts")
+
+
+def train_config(settings: Settings) -> TrainConfig:
+    """LightGBM settings from the train section."""
+    s = settings.train
+    return TrainConfig(
+        seed=settings.seed,
+        num_threads=s.num_threads,
+        learning_rate=s.learning_rate,
+        num_leaves=s.num_leaves,
+        min_data_in_leaf=s.min_data_in_leaf,
+        max_rounds=s.max_rounds,
+    )
+
+
+def _cutoffs(dataset: Dataset, as_of: datetime.date, settings: Settings) -> list[datetime.date]:
+    ordered_at = dataset.transactions["ordered_at"]
+    start = ordered_at.min()
+    cutoffs = monthly_cutoffs(
+        start.date(),
+        as_of,
+        months=settings.train.cutoff_months,
+        maturity_days=settings.train.maturity_days,
+        min_history_days=settings.train.min_history_days,
+    )
+    if len(cutoffs) < 3:
+        raise InputError(
+            f"training at {as_of} needs 3 monthly cutoffs with {settings.train.maturity_days} "
+            f"days of outcomes after each and {settings.train.min_history_days} days of history "
+            f"before; the data ({start:%Y-%m-%d} to {ordered_at.max():%Y-%m-%d}) give "
+            f"{len(cutoffs)}"
+        )
+    return cutoffs
+
+
+@task(name="labels", cache_policy=NO_CACHE)
+def labels_at(dataset: Dataset, cutoff: datetime.date, horizon_days: int) -> pd.DataFrame:
+    """Outcomes after ``cutoff`` (reads nothing before it)."""
+    return make_labels(dataset.transactions, cutoff=cutoff, horizon_days=horizon_days)
+
+
+@task(name="training-frame", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def training_frame(
+    entities: pd.DataFrame, labels: pd.DataFrame, workdir: Path, env: str, service: str
+) -> pd.DataFrame:
+    """Features from Feast for each (customer, cutoff) row, joined with the cutoff's labels."""
+    store = feature_store.open_store(workdir, env)
+    features = feature_store.historical_features(store, entities, service)
+    features = features.rename(columns={"event_timestamp": "cutoff"})
+    features["cutoff"] = entities["event_timestamp"].to_numpy()
+    merged = features.merge(labels, on=["customer_id", "cutoff"], how="left", validate="m:1")
+    if merged["churned"].isna().any():
+        raise RuntimeError("a training row has no label")
+    return merged
+
+
+@task(name="fit-models", cache_policy=NO_CACHE)
+def fit(frame: pd.DataFrame, config: TrainConfig) -> Models:
+    """Churn, next purchase and value models on the training cutoffs."""
+    return train_models(frame, config)
+
+
+@task(name="baselines", cache_policy=NO_CACHE)
+def baselines(dataset: Dataset, heldout: pd.DataFrame, cutoff: datetime.date) -> pd.DataFrame:
+    """BG/NBD + Gamma-Gamma fitted on the history before the held-out cutoff."""
+    stamp = heldout["cutoff"].iloc[0]
+    summary = bgnbd_summary(order_table(dataset.transactions, before=cutoff), stamp)
+    fitted = Baseline.fit(summary)
+    horizon = int(heldout["horizon_days"].iloc[0])
+    scores = fitted.predict(summary, horizon_days=horizon)
+    return scores.reindex(heldout["customer_id"]).set_axis(heldout.index, axis=0)
+
+
+@task(name="log-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def log_model(
+    kind: str,
+    result: Backtest,
+    models: Models,
+    frame: pd.DataFrame,
+    heldout: pd.DataFrame,
+    context: dict[str, Any],
+    settings: Settings,
+    workdir: Path,
+) -> dict[str, Any]:
+    """One MLflow run: params, metrics, charts, data fingerprint, registered model, alias."""
+    tracker = tracker_for(settings, workdir)
+    name = REGISTERED[kind]
+    part = getattr(models, BUNDLES[kind][0])
+    tags = {
+        "feature_service": SERVICES[kind],
+        "heldout_cutoff": context["heldout_cutoff"],
+        "training_cutoffs": as_json(context["training_cutoffs"]),
+        "as_of": context["as_of"],
+    }
+    with tracker.run(f"ltv-{kind.replace('_', '-')}", f"{kind} {context['as_of']}", tags) as run:
+        run.log_params(context["params"] | {"model_kind": kind, "features": len(part.features)})
+        run.log_metrics(result.metrics)
+        run.log_dataset(frame, f"{SERVICES[kind]}-training", context["snapshots"], "training", None)
+        for path, figure in result.figures.items():
+            run.log_figure(figure, f"charts/{path}")
+        run.log_table(result.comparison.reset_index(), "comparison_vs_baselines.csv")
+        run.log_table(result.deciles, "decile_table.csv")
+        with tempfile.TemporaryDirectory() as tmp:
+            extra = save_parts(models, kind, Path(tmp))
+            example = feature_frame(heldout, part.features)
+            version = run.log_booster(part.booster, name, example, tags, extra)
+        champion = _champion_score(tracker, kind, heldout)
+        decided = DECIDING_METRIC[kind]
+        promotion = tracker.promote(
+            name,
+            version,
+            metric=decided,
+            new_value=result.metrics[decided],
+            champion_value=champion,
+            cutoff=context["heldout_cutoff"],
+        )
+        run.set_tags({"registered_version": version, "promotion": promotion.alias})
+    return {
+        "model": name,
+        "version": version,
+        "alias": promotion.alias,
+        "reason": promotion.reason,
+        "run_id": run.run_id,
+        "metrics": result.metrics,
+    }
+
+
+def _champion_score(tracker: Tracker, kind: str, heldout: pd.DataFrame) -> float | None:
+    """The current champion's deciding metric on the same held-out rows (None: no champion)."""
+    name = REGISTERED[kind]
+    current = tracker.champion(name)
+    if current is None:
+        return None
+    booster, version = current
+    _, files = tracker.load_bundle(name, version)
+    parts = load_part(kind, booster, files)
+    missing = [f for p in parts.values() for f in p.features if f not in heldout.columns]
+    if missing:
+        return None
+    from models import evaluation as ev
+
+    if kind == "value":
+        buy, spend = parts["value_buy"], parts["value_spend"]
+        predicted = buy.predict(heldout) * spend.predict(heldout)
+        return ev.normalized_gini(heldout["spend_180d"].to_numpy(dtype=float), predicted)
+    column = "churned" if kind == "churn" else "purchased_30d"
+    first = parts[BUNDLES[kind][0]]
+    actual = heldout[column].astype(bool).to_numpy(dtype=float)
+    return ev.classification_metrics(actual, first.predict(heldout))["auc"]
+
+
+@flow(name="ltv-train")
+def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
+    """Train, evaluate against the baselines, track and register the three models."""
+    settings = get_settings()
+    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    cutoffs = _cutoffs(dataset, as_of, settings)
+    horizon = settings.train.horizon_days
+    entity_rows, label_frames = [], []
+    for cutoff in cutoffs:
+        snapshot = build_snapshot(dataset, cutoff)
+        write_snapshot(snapshot, workdir, cutoff)
+        buyers = snapshot.loc[snapshot["orders_total"] > 0, ["customer_id", "as_of"]]
+        entity_rows.append(buyers.rename(columns={"as_of": "event_timestamp"}))
+        label_frames.append(labels_at(dataset, cutoff, horizon))
+    apply_repo(workdir, settings.env)
+    entities = pd.concat(entity_rows, ignore_index=True)
+    labels = pd.concat(label_frames, ignore_index=True)
+    frame = training_frame(entities, labels, workdir, settings.env, SERVICES["churn"])
+    last = frame["cutoff"] == frame["cutoff"].max()
+    train_rows, heldout = frame[~last], frame[last]
+    config = train_config(settings)
+    models = fit(train_rows, config)
+    predictions = predict(models, heldout)
+    bgnbd = baselines(dataset, heldout, cutoffs[-1])
+    context = {
+        "as_of": str(as_of),
+        "heldout_cutoff": str(cutoffs[-1]),
+        "training_cutoffs": [str(c) for c in cutoffs[:-1]],
+        "snapshots": str(snapshot_dir(workdir)),
+        "params": {
+            "horizon_days": horizon,
+            "training_rows": len(train_rows),
+            "heldout_rows": len(heldout),
+            "cutoffs": len(cutoffs) - 1,
+        }
+        | {k: v for k, v in vars(config).items()},
+    }
+    results = {}
+    for kind in REGISTERED:
+        result = backtest(kind, models, heldout, predictions, bgnbd)
+        results[kind] = log_model(
+            kind, result, models, train_rows, heldout, context, settings, workdir
+        )
+    tracking = settings.mlflow.tracking_uri or default_tracking_uri(workdir)
+    return {"models": results, "tracking_uri": tracking, **context}
