@@ -1,0 +1,87 @@
+"""``ltv train`` end to end on synthetic data: Feast rows, three models, MLflow, registry."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+import pytest
+
+from features.synthetic import generate_to
+from flows.settings import get_settings
+from flows.train import REGISTERED, train
+from models.tracking import Tracker, default_tracking_uri
+
+AS_OF = datetime.date(2026, 7, 1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("train")
+    generate_to(work / "data", 800, seed=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LTV_TRAIN__CUTOFF_MONTHS", "4")
+        get_settings.cache_clear()
+        first = train(data=work / "data", as_of=AS_OF, workdir=work)
+        second = train(data=work / "data", as_of=AS_OF, workdir=work)
+    get_settings.cache_clear()
+    return work, first, second
+
+
+def model_hash(tracker: Tracker, name: str, version: str) -> str:
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    return hashlib.sha256(open(f"{local}/model.lgb", "rb").read()).hexdigest()
+
+
+def test_cutoffs_are_matured_and_the_latest_is_held_out(trained):
+    _, first, _ = trained
+    assert first["training_cutoffs"] == ["2025-10-01", "2025-11-01", "2025-12-01"]
+    assert first["heldout_cutoff"] == "2026-01-01"  # + 180 days <= 2026-07-01
+    assert first["params"]["training_rows"] > 0 and first["params"]["heldout_rows"] > 0
+
+
+def test_runs_carry_metrics_baselines_artifacts_and_lineage(trained):
+    work, first, _ = trained
+    tracker = Tracker(default_tracking_uri(work))
+    expected = {
+        "churn": {"auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_decile"},
+        "next_purchase": {"auc", "pr_auc", "ece", "mae_days"},
+        "value": {"gini", "decile_mape", "mae"},
+    }
+    for kind, done in first["models"].items():
+        run = tracker.client.get_run(done["run_id"])
+        assert run.info.status == "FINISHED"
+        metrics = run.data.metrics
+        for key in expected[kind]:
+            assert key in metrics, (kind, key)
+        decisive = "gini" if kind == "value" else "auc"
+        assert {f"{decisive}_bgnbd", f"{decisive}_rfm"} <= set(metrics)
+        assert run.data.tags["feature_service"] == f"{kind}_model_v1"
+        assert run.data.tags["heldout_cutoff"] == "2026-01-01"
+        assert run.inputs.dataset_inputs, "training data fingerprint"
+        files = {a.path for a in tracker.client.list_artifacts(done["run_id"], "charts")}
+        charts = {"charts/deciles.png", "charts/feature_importance.png", "charts/shap_summary.png"}
+        if kind != "value":
+            charts |= {"charts/roc.png", "charts/calibration.png", "charts/gain_chart.png"}
+        assert charts <= files, kind
+        top = {a.path for a in tracker.client.list_artifacts(done["run_id"])}
+        assert {"comparison_vs_baselines.csv", "decile_table.csv"} <= top
+        # The models beat the baselines on synthetic data, on the same held-out rows.
+        assert metrics[decisive] > metrics[f"{decisive}_rfm"], kind
+
+
+def test_first_version_is_champion_and_a_rerun_is_identical_and_challenger(trained):
+    """R11: same data, same model file; the rerun does not beat the champion, so challenger."""
+    work, first, second = trained
+    tracker = Tracker(default_tracking_uri(work))
+    for kind, name in REGISTERED.items():
+        one, two = first["models"][kind], second["models"][kind]
+        assert (one["version"], one["alias"]) == ("1", "champion")
+        assert (two["version"], two["alias"]) == ("2", "challenger")
+        assert two["reason"].startswith("does not beat champion v1 on held-out cutoff 2026-01-01")
+        assert model_hash(tracker, name, "1") == model_hash(tracker, name, "2")
+        assert tracker.champion(name)[1] == "1"
+        booster, files = tracker.load_bundle(name, "2")
+        assert booster.num_trees() > 0 and any(files.iterdir())
