@@ -51,6 +51,13 @@ fuzz: $(STAMP)
 bench-generate: $(STAMP)
 	$(BIN)/python bench/bench_generate.py --customers 1000000
 
+## mlflow-ui: open the MLflow UI on the work directory's store (WORKDIR=ltv-work, PORT=5000)
+WORKDIR ?= ltv-work
+PORT    ?= 5000
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(WORKDIR))/mlflow.db \
+		--artifacts-destination $(abspath $(WORKDIR))/mlartifacts --port $(PORT)
+
 ## clean: remove the work directory and caches (keeps .venv)
 clean:
 	rm -rf ltv-work .pytest_cache .mypy_cache .ruff_cache
@@ -59,4 +66,4 @@ clean:
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  make /'
 
-.PHONY: demo test install lint format lock fuzz bench-generate clean help
+: demo test install lint format lock fuzz bench-generate clean help

@@ -202,6 +202,15 @@ def demo(
         f"\n$ ltv lookup {result['lookup']['customer_id']} --at {result['features']['as_of']}"
     )
     _print_lookup(result["lookup"], settings.timezone)
+    typer.echo(f"\n$ ltv train --data {result['data']} --as-of {result['features']['as_of']}")
+    _print_training(result["training"])
+    champions = ", ".join(
+        f"{m['model']} v{m['version']}"
+        for m in result["training"]["models"].values()
+        if m["alias"] == "champion"
+    )
+    typer.echo(f"champions: {champions or 'unchanged (no new version beat the champion)'}")
+    typer.echo(f"MLflow UI: make mlflow-ui WORKDIR={settings.workdir}")
 
 
 @app.command()
@@ -329,7 +338,7 @@ def _print_training(result: dict[str, Any]) -> None:
             f"RFM {m[first + '_rfm']:.4f})  {second} {m[second]:.4f}"
         )
         typer.echo(f"      {done['reason']}")
-    typer.echo(f"MLflow: {result['tracking_uri']}  (make mlflow-ui)")
+    typer.echo(f"MLflow: {result['tracking_uri']}")
 
 
 @app.command()

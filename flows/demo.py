@@ -12,6 +12,7 @@ from prefect import flow
 from flows.data import add_defects, describe, generate_data, load_data, rules_from
 from flows.features import lookup, register_snapshot
 from flows.settings import get_settings
+from flows.train import train
 
 #: Share of demo rows given a realistic defect, so the quarantine has something to show.
 DEMO_DEFECTS = 0.002
@@ -30,4 +31,10 @@ def demo(customers: int, workdir: Path) -> dict[str, Any]:
     features = register_snapshot(dataset, DEMO_AS_OF, workdir, settings.env)
     morning = datetime.datetime.combine(DEMO_AS_OF, datetime.time(0), ZoneInfo(settings.timezone))
     example = lookup(features["top_customer"], workdir, at=morning)
-    return describe(dataset) | {"data": str(data), "features": features, "lookup": example}
+    models = train(data, DEMO_AS_OF, workdir)
+    return describe(dataset) | {
+        "data": str(data),
+        "features": features,
+        "lookup": example,
+        "training": models,
+    }

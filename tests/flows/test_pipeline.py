@@ -32,6 +32,10 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     top = snapshot.sort_values(["spend_365d", "customer_id"], ascending=[False, True]).iloc[0]
     assert f"$ ltv lookup {top['customer_id']} --at 2026-07-01" in out.stdout
     assert f"    rfm_segment                      {top['rfm_segment']}" in out.stdout
+    # ... then trains the three models, registers them and says where to look.
+    assert "champions: ltv-churn v1, ltv-next-purchase v1, ltv-value v1" in out.stdout
+    assert f"MLflow UI: make mlflow-ui WORKDIR={tmp_path / 'work'}" in out.stdout
+    assert (tmp_path / "work" / "mlflow.db").exists()
 
 
 def test_completejourney_import_then_validate(tmp_path):
