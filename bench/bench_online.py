@@ -84,7 +84,8 @@ with db:
     db.executemany("INSERT INTO online VALUES (?, ?, ?, ?) ON CONFLICT (entity, feature)"
                    " DO UPDATE SET value = excluded.value, ts = excluded.ts", rows)
 wall = time.perf_counter() - t0
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"wall": wall, "rss_mb": rss}))
 """
 
 
@@ -111,7 +112,8 @@ def main() -> None:
         for i in range(args.repeat):
             online.append(run(ONLINE, str(base), str(base / f"work{i}")))
             (base / f"floor{i}").mkdir()
-            floor.append(run(FLOOR, str(base), str(base / f"floor{i}"), str(online[-1]["features"])))
+            width = str(online[-1]["features"])
+            floor.append(run(FLOOR, str(base), str(base / f"floor{i}"), width))
         best = min(online, key=lambda r: r["wall"])
         low = min(floor, key=lambda r: r["wall"])
     rows = info["customers"] * best["features"]
