@@ -7,10 +7,20 @@ as of a cutoff ``T``. Only rows whose event time is strictly before ``T`` are re
 customers with ``joined_at < T``. A refund line dated at or after ``T`` therefore changes nothing
 at ``T``.
 
-Everything heavy runs in the DuckDB of ``features.duck``: one pass over the lines to orders, one
-window over each customer's orders, one over each customer x category, one pass over touches.
-Times enter DuckDB as integer nanoseconds since the epoch (UTC instants), so the session time
-zone never matters; day counts are fractional, ``seconds / 86400``.
+Everything heavy is vectorised NumPy over integers. Customer ids, categories and channels
+become integer codes (Arrow dictionary encoding), order ids 64-bit hashes (DuckDB's ``hash``, a
+group key within one customer). The transaction families then run over blocks of whole
+customers, on a few threads (NumPy releases the GIL), where three sorts do the work: the lines
+before ``T`` by customer and order, the orders by customer and time, the purchase lines by
+customer, category and time. Every feature is a reduction over runs of one of these sorted
+arrays, so there is no window and no hash table over millions of groups; each sort is one
+``np.sort`` of packed 64-bit keys (``_sort_order``). What needs every customer at once (the
+population's median gap and median cycles, the rank scores) comes after, on one value per
+customer or category. Times are integer nanoseconds since the epoch (UTC instants), so no time
+zone ever matters; day counts are fractional, ``nanoseconds / 86400e9``. Floating-point
+reductions run in a fixed order (sums row by row: an order's lines in input order, a customer's
+orders in time order; the standard deviation by Welford's update, as DuckDB computes it), so
+the same input always gives the same output, bit for bit.
 
 Conventions shared by all families:
 
@@ -26,8 +36,12 @@ Conventions shared by all families:
 from __future__ import annotations
 
 import datetime
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -40,12 +54,21 @@ from features.families import FAMILIES, feature_columns, kinds
 
 __all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
 
-_DAY = f"{NS_PER_DAY}.0"
 #: Prior strength (in gaps) pulling a customer's median gap toward the population median gap.
 GAP_PRIOR_GAPS = 3.0
 #: Strength (pseudo-touches) of the fallback Beta prior when method of moments is degenerate.
 WEAK_PRIOR_STRENGTH = 2.0
-_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): TEXT, pa.large_string(): TEXT}
+_DAY = float(NS_PER_DAY)
+#: A missing time (``NaT``) as int64: below every real time, so it is always masked explicitly.
+_NAT = np.iinfo(np.int64).min
+_I64 = np.int64
+#: Lines per block: the transaction families run over blocks of whole customers, so that every
+#: temporary array stays small (reused by the allocator instead of mapped afresh, and cached).
+_BLOCK_LINES = 1 << 18
+#: Threads running the blocks (NumPy releases the GIL in its loops).
+_THREADS = min(os.cpu_count() or 1, 4)
+#: Rows of a block: a range of the lines before the cutoff, or their positions.
+_At = slice | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -84,14 +107,8 @@ def _family(name: str, kind: str | None = None) -> list[str]:
     return [c for c, k in family.columns if kind is None or k == kind]
 
 
-_RFM_INT = _family("rfm", "int")[:4]
-_SCORES = _family("rfm", "int")[4:]
-_GAP_FLOAT = _family("intervals")
 _CAT_INT = _family("category_breadth", "int")
-_CAT_FLOAT = _family("category_breadth", "float")
-_TOUCH_INT = ["touches_7d", "touches_30d", "touches_180d", "responses_180d"]
 _REPL_INT = _family("replenishment", "int")
-_REPL_FLOAT = _family("replenishment", "float")
 
 
 def sanitize_channel(name: str) -> str:
@@ -100,42 +117,282 @@ def sanitize_channel(name: str) -> str:
     return cleaned or "other"
 
 
-def _ns(values: pd.Series) -> pa.Array:
-    """Event times as int64 nanoseconds since the epoch (UTC instants), nulls kept."""
+@dataclass
+class _Part:
+    """The transaction families of the buyers: ``who`` (codes, ascending) and their columns.
+
+    Floats use NaN for null, ``ints`` have no nulls, ``texts`` are indices into ``_LABELS``.
+    """
+
+    who: np.ndarray
+    first_order: np.ndarray
+    floats: dict[str, np.ndarray] = field(default_factory=dict)
+    ints: dict[str, np.ndarray] = field(default_factory=dict)
+    texts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: The values of the text columns; a customer without orders gets the last one.
+_LABELS = {
+    "rfm_segment": [
+        "important_value",
+        "important_develop",
+        "important_retain",
+        "important_winback",
+        "potential",
+        "new",
+        "general",
+        "dormant",
+        "no_purchase",
+    ],
+    "lifecycle_stage": ["lost", "dormant", "activation", "maturity", "acquisition"],
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _ns(values: pd.Series) -> np.ndarray:
+    """Event times as int64 nanoseconds since the epoch (UTC instants); ``NaT`` as ``_NAT``.
+
+    Zero-copy for the validated ``datetime64[ns, tz]`` columns.
+    """
     if not (
         pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.DatetimeTZDtype)
     ):
         values = pd.to_datetime(values)
-    values = values.dt.as_unit("ns")
-    return pc.cast(pa.array(values), pa.int64())
+    return values.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _arrow(values: pd.Series) -> pa.Array:
-    return pa.array(values, from_pandas=True)
+def _floats(values: pd.Series) -> np.ndarray:
+    """A numeric column as float64, null as NaN (zero-copy for a float64 column)."""
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _encode(ids: pd.Series) -> tuple[pa.Array, pa.Array]:
-    """Customer ids as dense int32 codes (grouping on integers is several times faster)."""
-    text = pa.array(ids.astype(TEXT), from_pandas=True)
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    encoded = pc.dictionary_encode(text)
-    return encoded.indices, encoded.dictionary
+def _text(values: pd.Series) -> pa.ChunkedArray:
+    """A column as Arrow ``large_string`` chunks (shares the memory of Arrow-backed text)."""
+    arrow = pa.array(values.astype(TEXT), from_pandas=True)
+    if isinstance(arrow, pa.Array):
+        arrow = pa.chunked_array([arrow])
+    return arrow.cast(pa.large_string())
 
 
-def _customer_codes(*ids: pd.Series) -> tuple[list[pa.Array], pa.Array]:
-    """One code per customer across all tables, in ``customer_id`` order.
+def _run_starts(column: pa.ChunkedArray) -> np.ndarray | None:
+    """Where runs of equal values begin, if the column is mostly long runs (else ``None``).
 
-    Returns each column's codes and the sorted ids (``ids[code]``): the families join and sort
-    on integers, and the strings come back once, at the end.
+    Comparing neighbours is several times cheaper than hashing every value, so a column grouped
+    by its value (lines by customer, say) is encoded through its runs' first values.
     """
-    encoded = [_encode(column) for column in ids]
-    known = pc.unique(pa.concat_arrays([dictionary for _, dictionary in encoded]))
-    ordered = pc.take(known, pc.sort_indices(known))
-    codes = [
-        pc.take(pc.index_in(dictionary, ordered), c).cast(pa.int32()) for c, dictionary in encoded
-    ]
-    return codes, ordered
+    n = len(column)
+    sample = column.slice(0, min(n, 1 << 16))
+    if n < 1 << 10 or len(_changes(sample)) > len(sample) // 8:
+        return None
+    return np.append(0, _changes(column) + 1)
+
+
+def _changes(column: pa.ChunkedArray) -> np.ndarray:
+    """Positions ``i`` where value ``i + 1`` differs from value ``i`` (nulls differ)."""
+    same = pc.fill_null(pc.equal(column.slice(1), column.slice(0, len(column) - 1)), False)
+    return np.flatnonzero(~same.to_numpy())
+
+
+def _encode(columns: list[pa.ChunkedArray]) -> tuple[list[np.ndarray], pa.Array]:
+    """Dictionary codes (int32) of text columns sharing one dictionary; null is ``len(dict)``.
+
+    Codes follow the order of first appearance.
+    """
+    starts = [_run_starts(column) for column in columns]
+    values = [c if s is None else c.take(pa.array(s)) for c, s in zip(columns, starts, strict=True)]
+    every = pa.chunked_array([c for column in values for c in column.chunks], pa.large_string())
+    encoded = pc.dictionary_encode(every)
+    dictionary = (
+        encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.large_string())
+    )
+    indices = pa.chunked_array([c.indices for c in encoded.chunks], pa.int32())
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(dictionary))
+    flat = indices.to_numpy()
+    codes = []
+    at = 0
+    for column, start, size in zip(values, starts, map(len, columns), strict=True):
+        out = flat[at : at + len(column)]
+        at += len(column)
+        codes.append(out if start is None else np.repeat(out, np.diff(np.append(start, size))))
+    return codes, dictionary
+
+
+def _customer_codes(*ids: pd.Series) -> tuple[list[np.ndarray], pa.Array, np.ndarray]:
+    """One code per customer across all tables.
+
+    Returns each column's codes (int32, in order of first appearance), the ids by code (a null
+    id gets the last code) and every code in ``customer_id`` order (null last): the families
+    group and sort on integers, and the strings come back once, at the end.
+    """
+    codes, dictionary = _encode([_text(column) for column in ids])
+    by_id = np.append(pc.sort_indices(dictionary).to_numpy().astype(_I64), len(dictionary))
+    return codes, pa.concat_arrays([dictionary, pa.nulls(1, pa.large_string())]), by_id
+
+
+def _sortable(values: np.ndarray) -> np.ndarray:
+    """Float64 values as int64 keys in the same order (and back: the map is its own inverse)."""
+    bits = values.view(np.int64)
+    return bits ^ ((bits >> 63) & np.int64(0x7FFF_FFFF_FFFF_FFFF))
+
+
+def _sort_order(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions sorting the rows by ``(major, minor)``, ties in input order, and sorted ``minor``.
+
+    ``major`` holds non-negative integers, ``minor`` int64. Almost all of the work is one
+    ``np.sort`` (SIMD) of unique uint64 keys ``major | top bits of minor | position``; rows
+    whose ``minor`` differ only below the bits kept (two orders of a customer in the same
+    minute, say) are then put in order by an exact sort of their runs alone.
+    """
+    n = len(major)
+    if n == 0:
+        return np.zeros(0, _I64), minor[:0]
+    pos_bits = max((n - 1).bit_length(), 1)
+    free = 64 - pos_bits - max(int(major.max()).bit_length(), 1)
+    if free < 8:  # no room worth packing: NumPy's exact (slower) sort
+        order = np.lexsort((minor, major))
+        return order, minor[order]
+    low = int(minor.min())
+    shift = max((int(minor.max()) - low).bit_length() - free, 0)
+    key = minor.view(np.uint64) - np.uint64(low % (1 << 64))  # minor - low, exactly
+    if shift >= pos_bits:
+        key >>= np.uint64(shift - pos_bits)
+    else:
+        key <<= np.uint64(pos_bits - shift)
+    low_bits = np.uint64((1 << pos_bits) - 1)
+    key &= ~low_bits
+    top = major.astype(np.uint64)
+    top <<= np.uint64(free + pos_bits)
+    key |= top
+    del top
+    key |= np.arange(n, dtype=np.uint64)
+    key.sort()
+    same = (key[1:] ^ key[:-1]) <= low_bits if shift else None  # equal (major, kept bits)
+    key &= low_bits
+    order = key.view(np.int64)
+    ordered = minor[order]
+    if same is not None:
+        clash = same & (ordered[1:] != ordered[:-1])
+        if clash.any():
+            _settle(order, ordered, same, np.flatnonzero(clash))
+    return order, ordered
+
+
+def _settle(order: np.ndarray, ordered: np.ndarray, same: np.ndarray, clash: np.ndarray) -> None:
+    """Sort exactly, in place, the runs of equal packed prefix that hold the ``clash`` rows."""
+    breaks = np.flatnonzero(~same)  # a run ends at each break
+    after = np.searchsorted(breaks, clash)
+    first = np.where(after > 0, breaks[np.maximum(after - 1, 0)] + 1, 0)
+    last = np.where(after < len(breaks), breaks[np.minimum(after, len(breaks) - 1)], len(order) - 1)
+    first, unique = np.unique(first, return_index=True)
+    size = last[unique] - first + 1
+    run = np.repeat(np.arange(len(first)), size)
+    rows = np.arange(len(run)) - np.repeat(np.cumsum(size) - size, size) + first[run]
+    sub, values = order[rows], ordered[rows]
+    fixed = np.lexsort((sub, values, run))
+    order[rows], ordered[rows] = sub[fixed], values[fixed]
+
+
+def _starts(*keys: np.ndarray) -> np.ndarray:
+    """Where a run of equal consecutive rows (over all ``keys``) begins, as a boolean mask."""
+    n = len(keys[0])
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        np.not_equal(keys[0][1:], keys[0][:-1], out=new[1:])
+        for key in keys[1:]:
+            new[1:] |= key[1:] != key[:-1]
+    return new
+
+
+def _medians(segment: np.ndarray, key: np.ndarray, count: int, scale: float = 0.0) -> np.ndarray:
+    """DuckDB's ``median`` per segment ``0..count-1`` (NaN when empty).
+
+    The middle value, or the mean of the two middle ones. Values are ``key / scale`` (int64
+    nanoseconds) or, without ``scale``, the floats whose ``_sortable`` keys ``key`` are.
+    """
+    out = np.full(count, np.nan)
+    if len(key) == 0:
+        return out
+    _, ordered = _sort_order(segment, key)
+    values = ordered / scale if scale else _sortable(ordered).view(np.float64)
+    sizes = np.bincount(segment, minlength=count)
+    has = sizes > 0
+    first = (np.cumsum(sizes) - sizes)[has]
+    out[has] = (values[first + (sizes[has] - 1) // 2] + values[first + sizes[has] // 2]) / 2
+    return out
+
+
+def _median(values: np.ndarray) -> float:
+    """DuckDB's ``median`` of a non-empty array."""
+    ordered = np.sort(values)
+    return float((ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's ``rank()`` plus half its ties: ``rank + (count of equal values - 1) / 2``."""
+    order = np.argsort(values)  # ties in any order: they share one rank
+    ordered = values[order]
+    new = _starts(ordered)
+    first = np.flatnonzero(new)
+    size = np.diff(np.append(first, len(ordered)))
+    group = np.cumsum(new) - 1
+    ranks = np.empty(len(values))
+    ranks[order] = (first[group] + 1).astype(np.float64) + (size[group] - 1) / 2.0
+    return ranks
+
+
+def _small_int(count: int) -> type[np.integer]:
+    """The smallest unsigned type holding ``0..count-1`` (NumPy radix-sorts 8 and 16 bits)."""
+    return np.uint8 if count <= 1 << 8 else np.uint16 if count <= 1 << 16 else np.int64
+
+
+def _sums(segment: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Sum of ``values`` per segment, added in row order (as DuckDB's ``sum`` on one thread)."""
+    return np.bincount(segment, weights=values, minlength=count)
+
+
+def _counts(segment: np.ndarray, where: np.ndarray, count: int) -> np.ndarray:
+    """Rows per segment where ``where`` holds."""
+    return np.bincount(segment[where], minlength=count)
+
+
+def _welford_squares(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sum of squared deviations per run of ``values`` (runs of ``sizes``), as DuckDB gets it.
+
+    DuckDB's ``stddev_samp`` updates a running mean and sum of squares row by row (Welford);
+    doing the same, in the same order, gives the same bits. Vectorised across runs: step ``j``
+    updates every run longer than ``j`` at once (runs taken longest first).
+    """
+    longest = np.argsort(-sizes, kind="stable")
+    length = sizes[longest]
+    first = (np.cumsum(sizes) - sizes)[longest]
+    mean = np.zeros(len(sizes))
+    squares = np.zeros(len(sizes))
+    active = len(sizes)
+    for j in range(int(length[0]) if len(length) else 0):
+        while active and length[active - 1] <= j:
+            active -= 1
+        x = values[first[:active] + j]
+        old = mean[:active]
+        new = old + (x - old) / (j + 1)
+        squares[:active] += (x - new) * (x - old)
+        mean[:active] = new
+    out = np.empty(len(sizes))
+    out[longest] = squares
+    return out
+
+
+def _joined(parts: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The blocks' results, each array joined block after block (in block order)."""
+    found = list(parts)
+    joined = {}
+    for name in list(found[0]) if found else []:
+        joined[name] = np.concatenate([part.pop(name) for part in found])  # frees as it goes
+    return joined
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,135 +400,423 @@ def _customer_codes(*ids: pd.Series) -> tuple[list[pa.Array], pa.Array]:
 # --------------------------------------------------------------------------------------------
 
 
-def _transaction_features(tx: pd.DataFrame, cut: int, codes: pa.Array) -> pa.Table:
-    has_cat = "category" in tx.columns
-    has_disc = "discount" in tx.columns
-    cols: dict[str, pa.Array] = {
-        "ci": codes,
-        "order_id": _arrow(tx["order_id"].astype(TEXT)),
-        "t": _ns(tx["ordered_at"]),
-        "amount": _arrow(tx["amount"].astype("float64")),
-    }
-    if has_cat:
-        # Only category identity matters here: small integer codes group and sort faster.
-        cols["cat"], _ = _encode(tx["category"])
-        qty = tx["quantity"] if "quantity" in tx.columns else pd.Series(pd.NA, index=tx.index)
-        cols["q"] = _arrow(pd.to_numeric(qty).astype("Float64").astype("float64"))
-    if has_disc:
-        cols["discount"] = _arrow(tx["discount"].astype("float64"))
-    lines = pa.table(cols)
+@dataclass
+class _Lines:
+    """The transaction columns by input row, and the rows before the cutoff (``rows``).
 
-    def since(days: int) -> str:
-        return str(cut - days * NS_PER_DAY)
-
-    disc = "coalesce(max(discount), 0) > 0" if has_disc else "NULL::BOOLEAN"
-    disc_out = (
-        f"count(*) FILTER (WHERE disc AND ot >= {since(365)})::DOUBLE "
-        f"/ nullif(count(*) FILTER (WHERE ot >= {since(365)}), 0)"
-        if has_disc
-        else "NULL::DOUBLE"
-    )
-    order_sql = f"""
-    orders AS (
-        SELECT ci, hash(order_id) AS oh, min(t) AS ot, sum(amount) AS value,
-               coalesce(sum(amount) FILTER (WHERE amount > 0), 0) AS gross,
-               coalesce(sum(amount) FILTER (WHERE amount < 0), 0) AS refund,
-               {disc} AS disc
-        FROM lines WHERE t < {cut}
-        GROUP BY ci, oh
-    ),
-    prev AS (SELECT *, lag(ot) OVER (PARTITION BY ci ORDER BY ot) AS prev_ot FROM orders),
-    seq AS (SELECT *, (ot - prev_ot) / {_DAY} AS gap FROM prev),
-    rfm AS (
-        SELECT ci,
-            count(*) AS orders_total,
-            count(*) FILTER (WHERE ot >= {since(30)}) AS orders_30d,
-            count(*) FILTER (WHERE ot >= {since(90)}) AS orders_90d,
-            count(*) FILTER (WHERE ot >= {since(365)}) AS orders_365d,
-            ({cut} - max(ot)) / {_DAY} AS days_since_last_order,
-            ({cut} - min(ot)) / {_DAY} AS days_since_first_order,
-            min(ot) AS first_ot,
-            coalesce(sum(value) FILTER (WHERE ot >= {since(30)}), 0) AS spend_30d,
-            coalesce(sum(value) FILTER (WHERE ot >= {since(90)}), 0) AS spend_90d,
-            coalesce(sum(value) FILTER (WHERE ot >= {since(365)}), 0) AS spend_365d,
-            sum(value) AS spend_total,
-            coalesce(sum(value) FILTER (WHERE ot >= {since(180)} AND ot < {since(90)}), 0)
-                AS spend_prev_90d,
-            sum(gross) FILTER (WHERE ot >= {since(365)}) AS gross_365d,
-            sum(refund) FILTER (WHERE ot >= {since(365)}) AS refund_365d,
-            {disc_out} AS discount_order_share_365d,
-            count(gap) AS n_gaps,
-            avg(gap) AS gap_mean_days,
-            median(gap) AS gap_median_days,
-            stddev_samp(gap) AS gap_std_days,
-            (max(ot) - max(prev_ot)) / {_DAY} AS last_gap_days
-        FROM seq GROUP BY ci
-    )"""
-    if has_cat:
-        cat_sql = f""",
-    purch AS (
-        SELECT ci, cat, t AS pt, count(*) AS n_lines, sum(coalesce(q, 1.0)) AS qty
-        FROM lines WHERE t < {cut} AND amount >= 0 AND cat IS NOT NULL
-        GROUP BY ci, cat, t
-    ),
-    pseq AS MATERIALIZED (
-        SELECT *, (lead(pt) OVER (PARTITION BY ci, cat ORDER BY pt) - pt) / {_DAY} / qty AS cycle
-        FROM purch
-    ),
-    -- Breadth and own cycle share one grouping by customer x category.
-    cc AS MATERIALIZED (
-        SELECT ci, cat, min(pt) AS first_t,
-               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(90)}), 0) AS n90,
-               coalesce(sum(n_lines) FILTER (WHERE pt >= {since(365)}), 0) AS n365,
-               median(cycle) AS own_cycle, max(pt) AS last_t, arg_max(qty, pt) AS last_q
-        FROM pseq GROUP BY ci, cat
-    ),
-    catf AS (
-        SELECT ci,
-            count(*) FILTER (WHERE n90 > 0) AS categories_90d,
-            count(*) FILTER (WHERE n365 > 0) AS categories_365d,
-            count(*) FILTER (WHERE n90 > 0 AND first_t >= {since(90)}) AS new_categories_90d,
-            CASE WHEN sum(n365) > 0 THEN greatest(0.0, ln(sum(n365))
-                 - sum(n365 * ln(n365)) FILTER (WHERE n365 > 0) / sum(n365)) END
-                AS category_entropy_365d,
-            max(n365) / nullif(sum(n365), 0) AS top_category_share_365d
-        FROM cc GROUP BY ci
-    ),
-    popc AS (SELECT cat, median(cycle) AS pop_cycle FROM pseq GROUP BY cat),
-    runout AS (
-        SELECT ci,
-               (last_t + last_q * coalesce(own_cycle, pop_cycle) * {_DAY} - {cut}) / {_DAY}
-                   AS due_in
-        FROM cc JOIN popc USING (cat)
-        WHERE last_t >= {since(365)}
-    ),
-    repl AS (
-        SELECT ci,
-            count(*) FILTER (WHERE due_in >= 0 AND due_in < 7) AS categories_due_7d,
-            count(*) FILTER (WHERE due_in < 0) AS categories_overdue,
-            min(due_in) AS days_to_next_due
-        FROM runout GROUP BY ci
-    )"""
-        cat_cols = """
-            coalesce(c.categories_90d, 0) AS categories_90d,
-            coalesce(c.categories_365d, 0) AS categories_365d,
-            c.category_entropy_365d, coalesce(c.new_categories_90d, 0) AS new_categories_90d,
-            c.top_category_share_365d,
-            coalesce(p.categories_due_7d, 0) AS categories_due_7d,
-            coalesce(p.categories_overdue, 0) AS categories_overdue, p.days_to_next_due"""
-        cat_join = """
-        LEFT JOIN catf c USING (ci) LEFT JOIN repl p USING (ci)"""
-    else:
-        cat_sql = ""
-        cat_cols = ",\n".join(f"NULL AS {c}" for c in _CAT_INT + _CAT_FLOAT + _REPL_INT)
-        cat_cols += ", NULL::DOUBLE AS days_to_next_due"
-        cat_join = ""
-    sql = f"""
-    WITH {order_sql}{cat_sql}
-    SELECT r.*, {cat_cols}
-    FROM rfm r {cat_join}
+    ``ci`` and ``order_hash`` are those rows' customer codes and order id hashes; ``cat`` the
+    category codes (``n_categories`` for none) and ``qty`` the quantities (numbers, any null
+    kind), when present.
     """
-    return query_arrow(sql, lines=lines)
+
+    rows: np.ndarray
+    ci: np.ndarray
+    order_hash: np.ndarray
+    t: np.ndarray
+    amount: np.ndarray
+    discount: np.ndarray | None
+    cat: np.ndarray | None
+    n_categories: int
+    qty: pd.api.extensions.ExtensionArray | np.ndarray | None
+
+    def clear(self) -> None:
+        """Let go of the arrays (the blocks are done)."""
+        self.rows = self.ci = self.order_hash = self.t = self.amount = np.zeros(0)
+        self.discount = self.cat = self.qty = None
+
+
+def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.ndarray:
+    """DuckDB's 64-bit ``hash(order_id)`` of the lines before ``cut``, in row order, as int64.
+
+    The row order holds because DuckDB preserves insertion order (its default, which
+    ``features.duck`` keeps) for a query without ``ORDER BY``.
+    """
+    lines = pa.table({"o": _text(transactions["order_id"]), "t": t})
+    sql = f"SELECT hash(o) AS h FROM lines WHERE t >= {_NAT + 1} AND t < {cut}"  # not NaT
+    out = query_arrow(sql, lines=lines)
+    return out.column("h").to_numpy().view(np.int64)
+
+
+def _lines(tx: pd.DataFrame, cut: int) -> _Lines:
+    """The lines before ``cut`` and the columns the transaction families read (``ci`` empty)."""
+    t = _ns(tx["ordered_at"])
+    rows = np.flatnonzero((t != _NAT) & (t < cut))
+    cat = qty = None
+    n_categories = 0
+    if "category" in tx.columns:
+        (cat,), dictionary = _encode([_text(tx["category"])])
+        n_categories = len(dictionary)
+        if "quantity" in tx.columns:
+            quantity = tx["quantity"]
+            if not pd.api.types.is_numeric_dtype(quantity):
+                quantity = pd.to_numeric(quantity)
+            qty = quantity.array  # converted block by block: no full-length copy
+    return _Lines(
+        rows,
+        np.zeros(0, np.int32),
+        _hash_order_ids(tx, t, cut) if len(rows) else np.zeros(0, _I64),
+        t,
+        _floats(tx["amount"]),
+        _floats(tx["discount"]) if "discount" in tx.columns else None,
+        cat,
+        n_categories,
+        qty,
+    )
+
+
+def _blocks(ci: np.ndarray, n_codes: int) -> list[_At]:
+    """Positions (in ``ci``) of the rows of each block: whole customers, consecutive codes."""
+    if len(ci) == 0:
+        return []
+    if bool((ci[1:] >= ci[:-1]).all()):  # lines grouped by customer: ranges, no copy
+        targets = ci[np.arange(_BLOCK_LINES, len(ci), _BLOCK_LINES)]
+        edges = np.unique(np.concatenate([[0, len(ci)], np.searchsorted(ci, targets)]))
+        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    per_code = np.bincount(ci, minlength=n_codes)
+    block_of_code = (np.cumsum(per_code) - per_code) // _BLOCK_LINES
+    block = block_of_code.astype(_small_int(int(block_of_code[-1]) + 1))[ci]
+    sizes = np.bincount(block)
+    starts = np.cumsum(sizes) - sizes
+    ranges = [(int(a), int(a + b)) for a, b in zip(starts, sizes, strict=True) if b]
+    by_block = np.argsort(block, kind="stable")
+    return [by_block[a:b] for a, b in ranges]
+
+
+def _transaction_features(
+    lines: _Lines, cut: int, n_codes: int, pool: ThreadPoolExecutor
+) -> Iterator[dict[str, np.ndarray]]:
+    """Start the per-customer work of the transaction families, block by block, on ``pool``.
+
+    Returns the blocks' results (an iterator: ``_transaction_part`` waits for them).
+    """
+    return pool.map(partial(_block_features, lines, cut), _blocks(lines.ci, n_codes))
+
+
+def _transaction_part(
+    blocks: Iterator[dict[str, np.ndarray]],
+    lines: _Lines,
+    cut: int,
+    th: LifecycleThresholds,
+    pool: ThreadPoolExecutor,
+) -> _Part:
+    """Every transaction family for the customers with a line before ``cut`` (the buyers).
+
+    Joins the blocks' per-customer results; what needs every customer (population medians, rank
+    scores) comes after, on one value per customer or category.
+    """
+    found = _joined(blocks)
+    has_discount, has_category = lines.discount is not None, lines.cat is not None
+    n_categories = lines.n_categories
+    lines.clear()
+    cycles = found.pop("cycle", np.zeros(0)), found.pop("cycle_cat", np.zeros(0, _I64))
+    population = pool.submit(_group_medians, cycles[1], cycles[0], n_categories)
+    del cycles
+    part = _order_part(found, cut, th, has_discount)
+    if has_category:
+        _category_part(part, found, population.result(), cut)
+    return part
+
+
+def _block_features(lines: _Lines, cut: int, at: _At) -> dict[str, np.ndarray]:
+    """Per-customer sums of one block (codes ascending), and its category purchases' cycles."""
+    line = lines.rows[at]
+    low = int(lines.ci[at].min())
+    ci = lines.ci[at] - low
+    t, amount = lines.t[line], lines.amount[line]
+    discount = None if lines.discount is None else lines.discount[line]
+    out = _order_block(ci, lines.order_hash[at], t, amount, discount, cut)
+    if lines.cat is not None:
+        cat = lines.cat[line]
+        bought = np.flatnonzero((amount >= 0) & (cat < lines.n_categories))
+        qty = None if lines.qty is None else _floats(pd.Series(lines.qty[line[bought]]))
+        out |= _purchase_block(
+            out["who"], ci[bought], cat[bought], t[bought], qty, lines.n_categories, cut
+        )
+    out["who"] += low
+    if "seg_ci" in out:
+        out["seg_ci"] += low
+    return out
+
+
+def _order_block(
+    ci: np.ndarray,
+    order_hash: np.ndarray,
+    t: np.ndarray,
+    amount: np.ndarray,
+    discount: np.ndarray | None,
+    cut: int,
+) -> dict[str, np.ndarray]:
+    """Lines to orders, orders to per-customer counts, sums and gap statistics."""
+    # Lines to orders: one run per (customer, order id hash), lines in input order.
+    by_order, order_hash = _sort_order(ci, order_hash)
+    ci = ci[by_order]
+    new = _starts(ci, order_hash)
+    del order_hash
+    heads = np.flatnonzero(new)
+    n_orders = len(heads)
+    line_order = np.cumsum(new) - 1
+    paid = amount[by_order]
+    paid[np.isnan(paid)] = 0.0  # a null amount adds nothing
+    ot = np.minimum.reduceat(t[by_order], heads)
+    value = _sums(line_order, paid, n_orders)
+    gross = _sums(line_order, np.maximum(paid, 0.0), n_orders)
+    refund = _sums(line_order, np.minimum(paid, 0.0), n_orders)
+    disc = None
+    if discount is not None:
+        disc = _counts(line_order, discount[by_order] > 0, n_orders) > 0
+    oci = ci[heads]
+    del ci, paid, line_order, by_order, heads
+
+    # Orders by customer and time: one run per customer.
+    by_time, ot = _sort_order(oci, ot)
+    oci, value, gross, refund = oci[by_time], value[by_time], gross[by_time], refund[by_time]
+    new = _starts(oci)
+    cust = np.cumsum(new) - 1
+    heads = np.flatnonzero(new)
+    k = len(heads)
+    lasts = np.append(heads[1:], n_orders)[:k] - 1
+    n = np.diff(np.append(heads, n_orders))
+    out = {"who": oci[heads].astype(_I64), "orders_total": n}
+    out["first_ot"], out["last_ot"] = ot[heads], ot[lasts]
+    window = {days: ot >= cut - days * NS_PER_DAY for days in (30, 90, 180, 365)}
+    for days in (30, 90, 365):
+        out[f"orders_{days}d"] = _counts(cust, window[days], k)
+        out[f"spend_{days}d"] = _sums(cust, np.where(window[days], value, 0.0), k)
+    out["spend_total"] = _sums(cust, value, k)
+    out["spend_prev_90d"] = _sums(cust, np.where(window[180] & ~window[90], value, 0.0), k)
+    out["gross_365d"] = _sums(cust, np.where(window[365], gross, 0.0), k)
+    out["refund_365d"] = _sums(cust, np.where(window[365], refund, 0.0), k)
+    if disc is not None:
+        out["discount_orders_365d"] = _counts(cust, window[365] & disc[by_time], k)
+
+    # Gaps between consecutive orders of a customer (in time order).
+    inner = ~new[1:]
+    gap_ns = np.diff(ot)[inner]
+    gap = gap_ns / _DAY
+    gap_cust = cust[1:][inner]
+    out["gap_sum"] = _sums(gap_cust, gap, k)
+    out["gap_squares"] = _welford_squares(gap, n - 1)
+    out["gap_median_days"] = _medians(gap_cust, gap_ns, k, _DAY)
+    last_gap = np.full(k, np.nan)
+    two = n > 1
+    last_gap[two] = (ot[lasts[two]] - ot[lasts[two] - 1]) / _DAY
+    out["last_gap_days"] = last_gap
+    return out
+
+
+def _purchase_block(
+    who: np.ndarray,
+    ci: np.ndarray,
+    cat: np.ndarray,
+    t: np.ndarray,
+    qty: np.ndarray | None,
+    n_categories: int,
+    cut: int,
+) -> dict[str, np.ndarray]:
+    """Category breadth of the customers ``who`` and the purchase cycles, from purchase lines.
+
+    Also every customer x category last bought in 365 days (``seg_*``: customer, category,
+    last purchase time and packs, own median cycle) and every cycle with its category, for the
+    run-outs, which need the population median cycle of each category.
+    """
+    k = len(who)
+    s90, s365 = cut - 90 * NS_PER_DAY, cut - 365 * NS_PER_DAY
+    # Purchases: the lines of one customer x category at one instant; packs = sum of quantity.
+    pair = ci.astype(_I64) * n_categories + cat
+    by_time, t = _sort_order(pair, t)
+    pair = pair[by_time]
+    new = _starts(pair, t)
+    heads = np.flatnonzero(new)
+    m = len(heads)
+    if qty is None:
+        packs = np.diff(np.append(heads, len(pair))).astype(np.float64)
+    else:
+        packs = qty[by_time]
+        packs[np.isnan(packs)] = 1.0
+        packs = _sums(np.cumsum(new) - 1, packs, m)
+    lines = np.diff(np.append(heads, len(pair)))
+    pair, pt = pair[heads], t[heads]
+    del t, by_time, new, heads
+
+    # Customer x category: cycle per pack between consecutive purchases, own median cycle.
+    first = _starts(pair)
+    seg = np.cumsum(first) - 1
+    seg_heads = np.flatnonzero(first)
+    n_seg = len(seg_heads)
+    seg_lasts = np.append(seg_heads[1:], m)[:n_seg] - 1
+    follows = ~first[1:]  # purchase i + 1 is the next one of purchase i's customer x category
+    cycle = (np.diff(pt)[follows] / _DAY) / packs[:-1][follows]
+    cycle_seg = seg[:-1][follows]
+    cycle_key = _sortable(cycle)
+    own = _medians(cycle_seg, cycle_key, n_seg)
+    seg_pair = pair[seg_heads]
+    seg_cat = seg_pair % n_categories
+    seg_ci = seg_pair // n_categories
+    n90 = _sums(seg, np.where(pt >= s90, lines, 0), n_seg)
+    n365 = _sums(seg, np.where(pt >= s365, lines, 0), n_seg)
+    first_t, last_t = pt[seg_heads], pt[seg_lasts]
+
+    row = np.searchsorted(who, seg_ci)  # every purchasing customer has an order
+    out = {
+        "categories_90d": _counts(row, n90 > 0, k),
+        "categories_365d": _counts(row, n365 > 0, k),
+        "new_categories_90d": _counts(row, (n90 > 0) & (first_t >= s90), k),
+        "lines_365d": _sums(row, n365, k),
+    }
+    bought = n365 > 0
+    out["spread_365d"] = _sums(row[bought], n365[bought] * np.log(n365[bought]), k)
+    top = np.zeros(k)
+    np.maximum.at(top, row, n365)
+    out["top_lines_365d"] = top
+    recent = last_t >= s365
+    out |= {
+        "seg_ci": seg_ci[recent],
+        "seg_cat": seg_cat[recent],
+        "seg_last_t": last_t[recent],
+        "seg_last_q": packs[seg_lasts][recent],
+        "seg_own": own[recent],
+        "cycle": cycle,
+        "cycle_cat": seg_cat[cycle_seg].astype(_small_int(n_categories)),
+    }
+    return out
+
+
+def _group_medians(group: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """DuckDB's ``median`` of ``values`` per group ``0..count-1`` (NaN when empty)."""
+    out = np.full(count, np.nan)
+    ordered = values[np.argsort(group.astype(_small_int(count)), kind="stable")]
+    sizes = np.bincount(group, minlength=count)
+    starts = np.cumsum(sizes) - sizes
+    for g in np.flatnonzero(sizes):
+        start, size = int(starts[g]), int(sizes[g])
+        middle = np.partition(ordered[start : start + size], [(size - 1) // 2, size // 2])
+        out[g] = (middle[(size - 1) // 2] + middle[size // 2]) / 2
+    return out
+
+
+def _order_part(
+    found: dict[str, np.ndarray], cut: int, th: LifecycleThresholds, has_discount: bool
+) -> _Part:
+    """RFM, intervals, scores, segment and stage of the buyers, from the blocks' sums."""
+    who = found.get("who", np.zeros(0, _I64))
+    k = len(who)
+    if k == 0:
+        found = {}
+    empty_ints = np.zeros(0, _I64)
+    get_int = lambda name: found.get(name, empty_ints)  # noqa: E731
+    get = lambda name: found.get(name, np.zeros(0))  # noqa: E731
+    part = _Part(who, get_int("first_ot"))
+    n = get_int("orders_total")
+    days_last = (cut - get_int("last_ot")) / _DAY
+    part.floats["days_since_last_order"] = days_last
+    part.floats["days_since_first_order"] = (cut - part.first_order) / _DAY
+    for name in ("orders_30d", "orders_90d", "orders_365d", "orders_total"):
+        part.ints[name] = get_int(name)
+    for name in ("spend_30d", "spend_90d", "spend_365d", "spend_total"):
+        part.floats[name] = get(name)
+    orders_365 = part.ints["orders_365d"]
+    in_365 = np.where(orders_365 > 0, orders_365, np.nan)
+    part.floats["aov_365d"] = get("spend_365d") / in_365
+    part.floats["spend_trend_90d"] = get("spend_90d") - get("spend_prev_90d")
+    gross = get("gross_365d")
+    part.floats["refund_share_365d"] = (0.0 - get("refund_365d")) / np.where(
+        gross > 0, gross, np.nan
+    ) + 0.0
+    if has_discount:
+        part.floats["discount_order_share_365d"] = get_int("discount_orders_365d") / in_365
+
+    n_gaps = n - 1
+    has_gap = n_gaps > 0
+    mean = get("gap_sum") / np.where(has_gap, n_gaps, np.nan)
+    std = np.sqrt(get("gap_squares") / np.where(n_gaps > 1, n_gaps - 1, np.nan))
+    median = get("gap_median_days")
+    part.floats["gap_mean_days"] = mean
+    part.floats["gap_median_days"] = median
+    part.floats["gap_std_days"] = std
+    part.floats["gap_cv"] = std / np.where(mean > 0, mean, np.nan)
+    part.floats["last_gap_days"] = get("last_gap_days")
+    # Typical gap: own median gap shrunk toward the population's (customers with a gap).
+    pop = _median(median[has_gap]) if has_gap.any() else np.nan
+    typical = (n_gaps * np.where(has_gap, median, 0.0) + GAP_PRIOR_GAPS * pop) / (
+        n_gaps + GAP_PRIOR_GAPS
+    )
+    part.floats["typical_gap_days"] = typical
+    ratio = days_last / np.where(typical != 0, typical, np.nan)
+    part.floats["overdue_ratio"] = ratio
+
+    # RFM scores (1-5 by average rank among buyers) and segment; lifecycle stage.
+    scores = {}
+    for name, values in (
+        ("r_score", -days_last),
+        ("f_score", orders_365),
+        ("m_score", part.floats["spend_365d"]),
+    ):
+        scores[name] = np.floor(5 * (_average_ranks(values) - 1) / max(k, 1)).astype(_I64) + 1
+    part.ints |= scores
+    recent, frequent = scores["r_score"] >= 3, scores["f_score"] >= 4
+    valuable = scores["m_score"] >= 4
+    part.texts["rfm_segment"] = np.select(
+        [
+            recent & frequent & valuable,
+            recent & valuable,
+            frequent & valuable,
+            valuable,
+            recent & frequent,
+            recent,
+            frequent,
+        ],
+        list(range(7)),
+        7,
+    )
+    part.texts["lifecycle_stage"] = np.select(
+        [
+            (ratio > float(th.lost_overdue_ratio)) | (days_last > float(th.lost_days)),
+            ratio > float(th.dormant_overdue_ratio),
+            n < int(th.mature_orders),
+        ],
+        list(range(3)),
+        3,
+    )
+    return part
+
+
+def _category_part(
+    part: _Part, found: dict[str, np.ndarray], population: np.ndarray, cut: int
+) -> None:
+    """Category breadth and estimated inventory of the buyers, into ``part``.
+
+    ``population`` is each category's median cycle over all customers (NaN: no cycle).
+    """
+    k = len(part.who)
+    if not found:
+        for name in (*_CAT_INT, *_REPL_INT):
+            part.ints[name] = np.zeros(0, _I64)
+        for name in ("category_entropy_365d", "top_category_share_365d", "days_to_next_due"):
+            part.floats[name] = np.zeros(0)
+        return
+    for name in ("categories_90d", "categories_365d", "new_categories_90d"):
+        part.ints[name] = found[name]
+    total = found["lines_365d"]
+    counted = total > 0
+    entropy = np.full(k, np.nan)
+    entropy[counted] = np.maximum(
+        0.0, np.log(total[counted]) - found["spread_365d"][counted] / total[counted]
+    )
+    part.floats["category_entropy_365d"] = entropy
+    part.floats["top_category_share_365d"] = np.where(
+        counted, found["top_lines_365d"] / np.where(counted, total, 1.0), np.nan
+    )
+    # Run-out of each category last bought in 365 days: last purchase + its packs x cycle.
+    own = found["seg_own"]
+    cycle = np.where(np.isnan(own), population[found["seg_cat"]], own)
+    due = (found["seg_last_t"] + found["seg_last_q"] * cycle * _DAY - float(cut)) / _DAY
+    row = np.searchsorted(part.who, found["seg_ci"])
+    part.ints["categories_due_7d"] = _counts(row, (due >= 0) & (due < 7), k)
+    part.ints["categories_overdue"] = _counts(row, due < 0, k)
+    dated = ~np.isnan(due)
+    soonest = np.full(k, np.inf)
+    np.minimum.at(soonest, row[dated], due[dated])
+    part.floats["days_to_next_due"] = np.where(_counts(row, dated, k) > 0, soonest, np.nan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,65 +849,115 @@ def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
     return (responses + alpha) / (touches + alpha + beta)
 
 
-def _touch_features(
-    touches: pd.DataFrame, cut: int, codes: pa.Array
-) -> tuple[pa.Table, list[str], set[str]]:
-    """Per-customer touch counts; the channel columns, and the channels seen before ``T``."""
-    has_coupon = "coupon_value" in touches.columns
-    raw = touches["channel"].astype(TEXT)
-    before = _ns(touches["sent_at"])
-    raw_arrow = _arrow(raw)
-    mask = pc.fill_null(pc.less(before, pa.scalar(cut, pa.int64())), False)
-    seen = sorted(
-        str(v) for v in pc.unique(pc.filter(raw_arrow, mask)).to_pylist() if v is not None
-    )
-    mapping = {v: sanitize_channel(v) for v in seen}
+@dataclass
+class _Touches:
+    """The touches sent before ``T``, reduced to what the features read.
+
+    ``before`` marks them (rows of the table). ``answered`` are the rows (sent before ``T``)
+    with a response before ``T`` and ``response`` its time; ``recent`` the rows sent in the
+    last 180 days, with their time sent, whether a response came before ``T``, channel (index
+    into ``channels``, -1: none) and whether a coupon came with them.
+    """
+
+    before: np.ndarray
+    answered: np.ndarray
+    response: np.ndarray
+    recent: np.ndarray
+    sent: np.ndarray
+    responded: np.ndarray
+    channel: np.ndarray
+    coupon: np.ndarray | None
+    channels: list[str]
+    seen: set[str]
+
+
+def _touches_before(touches: pd.DataFrame, cut: int) -> _Touches:
+    """The touches sent before ``cut``; channel columns: the contract's, then others seen."""
+    sent = _ns(touches["sent_at"])
+    before = (sent != _NAT) & (sent < cut)
+    recent = np.flatnonzero(before & (sent >= cut - 180 * NS_PER_DAY))
+    (index,), dictionary = _encode([_text(touches["channel"])])
+    raw = dictionary.to_pylist()
+    used = np.bincount(index[before], minlength=len(raw) + 1)[: len(raw)] > 0
+    mapping = {v: sanitize_channel(v) for v, u in zip(raw, used, strict=True) if u}
     names = set(mapping.values())
     channels = list(TOUCH_CHANNELS) + sorted(names - set(TOUCH_CHANNELS))
-    responded = (
-        _ns(touches["responded_at"])
-        if "responded_at" in touches.columns
-        else pa.nulls(len(touches), pa.int64())
+    position = {name: i for i, name in enumerate(channels)}
+    of_raw = np.array([position[mapping[v]] if v in mapping else -1 for v in raw] + [-1])
+    answered = np.zeros(0, _I64)
+    response = np.zeros(0, _I64)
+    responded = np.zeros(len(recent), dtype=bool)
+    if "responded_at" in touches.columns:
+        response = _ns(touches["responded_at"])
+        replied = (response != _NAT) & (response < cut)
+        responded = replied[recent]
+        answered = np.flatnonzero(replied & before)
+        response = response[answered]
+    coupon = None
+    if "coupon_value" in touches.columns:
+        coupon = _floats(touches["coupon_value"])[recent] > 0
+    return _Touches(
+        before,
+        answered,
+        response,
+        recent,
+        sent[recent],
+        responded,
+        of_raw[index[recent]],
+        coupon,
+        channels,
+        names,
     )
-    cols: dict[str, pa.Array] = {
-        "ci": codes,
-        "channel": raw_arrow,
-        "s": before,
-        "r": responded,
-    }
-    if has_coupon:
-        cols["cv"] = _arrow(touches["coupon_value"].astype("float64"))
-    table = pa.table(cols)
-    s180 = cut - 180 * NS_PER_DAY
-    case = " ".join(
-        f"WHEN '{v.replace(chr(39), chr(39) * 2)}' THEN '{k}'" for v, k in mapping.items()
-    )
-    ch_expr = f"CASE channel {case} END" if mapping else "NULL::VARCHAR"
-    per_channel = []
-    for i, ch in enumerate(channels):
-        per_channel.append(
-            f"count(*) FILTER (WHERE ch = '{ch}' AND s >= {s180}) AS n_{i}, "
-            f"count(*) FILTER (WHERE ch = '{ch}' AND s >= {s180} AND r < {cut}) AS k_{i}"
-        )
-    coupon = (
-        f"count(*) FILTER (WHERE cv > 0 AND s >= {s180}) AS coupon_touches_180d, "
-        f"count(*) FILTER (WHERE cv > 0 AND s >= {s180} AND r < {cut}) AS coupon_responses"
-        if has_coupon
-        else "NULL::BIGINT AS coupon_touches_180d, NULL::BIGINT AS coupon_responses"
-    )
-    sql = f"""
-    WITH t AS (SELECT ci, {ch_expr} AS ch, s, r{", cv" if has_coupon else ""}
-               FROM touches WHERE s < {cut})
-    SELECT ci,
-        count(*) FILTER (WHERE s >= {cut - 7 * NS_PER_DAY}) AS touches_7d,
-        count(*) FILTER (WHERE s >= {cut - 30 * NS_PER_DAY}) AS touches_30d,
-        count(*) FILTER (WHERE s >= {s180}) AS touches_180d,
-        count(*) FILTER (WHERE s >= {s180} AND r < {cut}) AS responses_180d,
-        ({cut} - max(r) FILTER (WHERE r < {cut})) / {_DAY} AS days_since_last_response,
-        {coupon}{"".join(", " + p for p in per_channel)}
-    FROM t GROUP BY ci
+
+
+def _touch_features(
+    tb: _Touches, ci: np.ndarray, cut: int, rows: np.ndarray, n: int, has_coupon: bool
+) -> dict[str, np.ndarray]:
+    """Counts, smoothed rates and best channel of the known customers ``rows`` (codes).
+
+    ``ci`` are the customer codes of the touches. A customer without touches has zero counts
+    and the prior mean as rates; a channel with no touch at all before the cutoff has no prior
+    to fit: its rate is null.
     """
-    return query_arrow(sql, touches=table), channels, names
+    m = len(rows)
+    slot = np.zeros(n, _I64)
+    slot[rows] = np.arange(m)
+    last = np.full(m, _NAT)
+    np.maximum.at(last, slot[ci[tb.answered]], tb.response)
+    row = slot[ci[tb.recent]]
+    new: dict[str, np.ndarray] = {
+        "touches_7d": _counts(row, tb.sent >= cut - 7 * NS_PER_DAY, m),
+        "touches_30d": _counts(row, tb.sent >= cut - 30 * NS_PER_DAY, m),
+        "touches_180d": np.bincount(row, minlength=m),
+        "responses_180d": _counts(row, tb.responded, m),
+    }
+    new["response_rate_180d"] = _smoothed(new["responses_180d"], new["touches_180d"])
+    new["days_since_last_response"] = np.where(last != _NAT, (cut - last) / _DAY, np.nan)
+    channels = tb.channels
+    width = len(channels)
+    cell = row * width + tb.channel
+    named = tb.channel >= 0
+    n_all = _counts(cell, named, m * width).reshape(m, width)
+    k_all = _counts(cell, named & tb.responded, m * width).reshape(m, width)
+    rates = np.full((m, width), -np.inf)
+    for i, ch in enumerate(channels):
+        n_c, k_c = n_all[:, i].copy(), k_all[:, i].copy()
+        rate = _smoothed(k_c, n_c) if ch in tb.seen else np.full(m, np.nan)
+        new[f"touches_180d_{ch}"] = n_c
+        new[f"responses_180d_{ch}"] = k_c
+        new[f"response_rate_{ch}"] = rate
+        rates[:, i] = np.where(n_c > 0, rate, -np.inf)
+    by_name = np.argsort(np.array(channels))  # ties go to the first name alphabetically
+    best = by_name[np.argmax(rates[:, by_name], axis=1)]
+    best_channel = np.array(channels, dtype=object)[best]
+    best_channel[~np.isfinite(rates.max(axis=1))] = None  # no touch in 180 days
+    new["best_channel"] = best_channel
+    if has_coupon and tb.coupon is not None:
+        n_cp = _counts(row, tb.coupon, m)
+        k_cp = _counts(row, tb.coupon & tb.responded, m)
+        new["coupon_touches_180d"] = n_cp
+        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
+    return new
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,230 +1057,140 @@ def build_features(
     tz = getattr(transactions["ordered_at"].dtype, "tz", None)
     cutoff = cutoff_timestamp(as_of, tz)
     cut = int(cutoff.as_unit("ns").value)
+    tables = [t for t in (transactions, touches, customers) if t is not None]
 
-    has_touches = touches is not None
-    has_coupon = touches is not None and "coupon_value" in touches.columns
-    has_category = "category" in transactions.columns
-    id_columns = [transactions["customer_id"]]
-    if touches is not None:
-        id_columns.append(touches["customer_id"])
-    if customers is not None:
-        id_columns.append(customers["customer_id"])
-    codes, ids = _customer_codes(*id_columns)
-
-    tx = _transaction_features(transactions, cut, codes[0])
-    tf, channels, seen = (
-        _touch_features(touches, cut, codes[1]) if touches is not None else (None, [], set())
-    )
-
-    if customers is not None:
-        joined = (
-            _ns(customers["joined_at"])
-            if "joined_at" in customers.columns
-            else pa.nulls(len(customers), pa.int64())
+    with ThreadPoolExecutor(_THREADS) as pool:
+        # The text columns first, all at once: customer ids, order ids, categories, channels.
+        coding = pool.submit(_customer_codes, *(t["customer_id"] for t in tables))
+        reading = pool.submit(_lines, transactions, cut)
+        touching = pool.submit(_touches_before, touches, cut) if touches is not None else None
+        codes, ids, by_id = coding.result()
+        n = len(ids)
+        lines = reading.result()
+        lines.ci = codes.pop(0)[lines.rows]  # the codes of every line are not needed any more
+        blocks = _transaction_features(lines, cut, n, pool)  # runs while the rest is read
+        known = np.zeros(n, dtype=bool)
+        known[lines.ci] = True
+        tb = touching.result() if touching is not None else None
+        touch_codes = codes.pop(0) if tb is not None else np.zeros(0, np.int32)
+        if tb is not None:
+            known[touch_codes[tb.before]] = True
+            tb.before = tb.before[:0]
+        customer_codes = codes.pop(0) if customers is not None else np.zeros(0, np.int32)
+        joined = np.full(n, _NAT)  # earliest joined_at before the cutoff
+        if customers is not None and "joined_at" in customers.columns:
+            j = _ns(customers["joined_at"])
+            before = np.flatnonzero((j != _NAT) & (j < cut))
+            latest = np.iinfo(np.int64).max
+            joined[:] = latest
+            np.minimum.at(joined, customer_codes[before], j[before])
+            joined[joined == latest] = _NAT
+            known[customer_codes[before]] = True
+        rows = by_id[known[by_id]]  # the known customers' codes, in customer_id order
+        pa.default_memory_pool().release_unused()  # the text phase's transient Arrow buffers
+        has_coupon = touches is not None and "coupon_value" in touches.columns
+        counting = (
+            pool.submit(_touch_features, tb, touch_codes, cut, rows, n, has_coupon)
+            if tb is not None
+            else None
         )
-        cust = pa.table({"ci": codes[-1], "j": joined})
-    else:
-        cust = pa.table({"ci": pa.array([], pa.int32()), "j": pa.array([], pa.int64())})
-
-    th = lifecycle
-    touch_known = "UNION SELECT ci FROM tf" if tf is not None else ""
-    touch_cols = ", tf.* EXCLUDE (ci)" if tf is not None else ""
-    touch_join = "LEFT JOIN tf USING (ci)" if tf is not None else ""
-    sql = f"""
-    WITH known AS (
-        SELECT ci FROM tx
-        {touch_known}
-        UNION SELECT ci FROM cust WHERE j < {cut}
-    ),
-    joined AS (SELECT ci, min(j) AS j FROM cust WHERE j < {cut} GROUP BY ci),
-    base AS (
-        SELECT k.ci, tx.* EXCLUDE (ci){touch_cols},
-               ({cut} - coalesce(jn.j, tx.first_ot)) / {_DAY} AS tenure_days
-        FROM known k LEFT JOIN tx USING (ci) {touch_join}
-        LEFT JOIN joined jn USING (ci)
-    ),
-    pop AS (SELECT median(gap_median_days) FILTER (WHERE n_gaps > 0) AS pop_gap FROM base),
-    buyers AS (
-        SELECT ci,
-            rank() OVER (ORDER BY -days_since_last_order)
-                + (count(*) OVER (PARTITION BY days_since_last_order) - 1) / 2.0 AS ra,
-            rank() OVER (ORDER BY orders_365d)
-                + (count(*) OVER (PARTITION BY orders_365d) - 1) / 2.0 AS fa,
-            rank() OVER (ORDER BY spend_365d)
-                + (count(*) OVER (PARTITION BY spend_365d) - 1) / 2.0 AS ma,
-            count(*) OVER () AS nb
-        FROM base WHERE orders_total > 0
-    ),
-    scored AS (
-        SELECT b.*,
-            CASE WHEN b.orders_total > 0 THEN
-                (b.n_gaps * coalesce(b.gap_median_days, 0) + {GAP_PRIOR_GAPS} * pop.pop_gap)
-                / (b.n_gaps + {GAP_PRIOR_GAPS}) END AS typical_gap_days,
-            floor(5 * (s.ra - 1) / s.nb)::BIGINT + 1 AS r_score,
-            floor(5 * (s.fa - 1) / s.nb)::BIGINT + 1 AS f_score,
-            floor(5 * (s.ma - 1) / s.nb)::BIGINT + 1 AS m_score
-        FROM base b CROSS JOIN pop LEFT JOIN buyers s USING (ci)
-    ),
-    ratio AS (
-        SELECT *, days_since_last_order / nullif(typical_gap_days, 0) AS overdue_ratio
-        FROM scored
-    ),
-    staged AS (
-        SELECT *,
-            CASE WHEN r_score IS NULL THEN 'no_purchase'
-                 WHEN r_score >= 3 AND f_score >= 4 AND m_score >= 4 THEN 'important_value'
-                 WHEN r_score >= 3 AND m_score >= 4 THEN 'important_develop'
-                 WHEN f_score >= 4 AND m_score >= 4 THEN 'important_retain'
-                 WHEN m_score >= 4 THEN 'important_winback'
-                 WHEN r_score >= 3 AND f_score >= 4 THEN 'potential'
-                 WHEN r_score >= 3 THEN 'new'
-                 WHEN f_score >= 4 THEN 'general'
-                 ELSE 'dormant' END AS rfm_segment,
-            CASE WHEN coalesce(orders_total, 0) = 0 THEN 'acquisition'
-                 WHEN overdue_ratio > {float(th.lost_overdue_ratio)}
-                      OR days_since_last_order > {float(th.lost_days)} THEN 'lost'
-                 WHEN overdue_ratio > {float(th.dormant_overdue_ratio)} THEN 'dormant'
-                 WHEN orders_total < {int(th.mature_orders)} THEN 'activation'
-                 ELSE 'maturity' END AS lifecycle_stage
-        FROM ratio
-    )
-    SELECT ci, {_final_columns(channels, has_touches, has_coupon, has_category)}
-    FROM staged ORDER BY ci
-    """
-    tables = {"tx": tx, "cust": cust} | ({"tf": tf} if tf is not None else {})
-    out = query_arrow(sql, **tables)
-    result = _finish(out, ids, cutoff, channels, seen, has_touches, has_coupon)
-    return _attach_attributes(result, customers)
+        tx = _transaction_part(blocks, lines, cut, lifecycle, pool)
+        touch = counting.result() if counting is not None else {}
+    channels = tb.channels if tb is not None else []
+    columns = _columns(tx, touch, channels, rows, ids, joined[rows], cutoff, cut)
+    if customers is not None:
+        _attributes(columns, customers, customer_codes, rows)
+    # One block per column (no copy); a frame of very many is consolidated, as pandas prefers.
+    return pd.DataFrame(columns, copy=len(columns) > 90)
 
 
-def _final_columns(
-    channels: list[str], has_touches: bool, has_coupon: bool, has_category: bool
-) -> str:
-    """The select list of the assembly: no-order zeros, derived ratios, final SQL types.
-
-    Touch counts come back as raw (zero-filled) doubles; ``_finish`` smooths their rates.
-    """
-    exprs = {c: f"coalesce({c}, 0)::BIGINT" for c in _RFM_INT}
-    for c in ("spend_30d", "spend_90d", "spend_365d", "spend_total"):
-        exprs[c] = f"coalesce({c}, 0.0)::DOUBLE"
-    exprs |= {
-        "days_since_last_order": "days_since_last_order::DOUBLE",
-        "days_since_first_order": "days_since_first_order::DOUBLE",
-        "aov_365d": "coalesce(spend_365d, 0.0)"
-        " / CASE WHEN orders_365d > 0 THEN orders_365d::DOUBLE END",
-        "spend_trend_90d": "coalesce(spend_90d, 0.0) - coalesce(spend_prev_90d, 0.0)",
-        "refund_share_365d": "(0.0 - coalesce(refund_365d, 0.0))"
-        " / CASE WHEN gross_365d > 0 THEN gross_365d END + 0.0",
-        "gap_cv": "gap_std_days / CASE WHEN gap_mean_days > 0 THEN gap_mean_days END",
-    }
-    exprs |= {c: f"{c}::BIGINT" for c in _SCORES}
-    exprs |= {c: f"{c}::VARCHAR" for c in ("rfm_segment", "lifecycle_stage")}
-    for c in (*_CAT_INT, *_REPL_INT):
-        exprs[c] = f"coalesce({c}, 0)::BIGINT" if has_category else "NULL::BIGINT"
-    for c in (
-        *(c for c in _GAP_FLOAT if c != "gap_cv"),
-        *_CAT_FLOAT,
-        *_REPL_FLOAT,
-        "discount_order_share_365d",
-        "tenure_days",
-    ):
-        exprs[c] = f"{c}::DOUBLE"
-    if has_touches:
-        raw = list(_TOUCH_INT)
-        raw += [f"{kind}_{i}" for i in range(len(channels)) for kind in ("n", "k")]
-        if has_coupon:
-            raw += ["coupon_touches_180d", "coupon_responses"]
-        exprs |= {c: f"coalesce({c}, 0)::DOUBLE" for c in raw}
-        exprs["days_since_last_response"] = "days_since_last_response::DOUBLE"
-    return ", ".join(f"({e}) AS {c}" for c, e in exprs.items())
-
-
-def _pandas(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
-    """An Arrow column as the output's pandas type: ``Int64``, ``string[pyarrow]``, ``float64``."""
-    return values.to_pandas(types_mapper=_PANDAS_TYPES.get).array
-
-
-def _touch_rates(
-    out: pa.Table, channels: list[str], seen: set[str], has_coupon: bool
-) -> dict[str, object]:
-    """Smoothed rates and best channel over all known customers (0 touches -> prior mean).
-
-    A channel with no touch at all before the cutoff has no prior to fit: its rate is null.
-    """
-    new: dict[str, object] = {c: out.column(c).to_numpy() for c in _TOUCH_INT}
-    new["response_rate_180d"] = _smoothed(new["responses_180d"], new["touches_180d"])  # type: ignore[arg-type]
-    rates = np.full((out.num_rows, len(channels)), -np.inf)
-    for i, ch in enumerate(channels):
-        n_c = out.column(f"n_{i}").to_numpy()
-        k_c = out.column(f"k_{i}").to_numpy()
-        rate = _smoothed(k_c, n_c) if ch in seen else np.full(out.num_rows, np.nan)
-        new[f"touches_180d_{ch}"] = n_c
-        new[f"responses_180d_{ch}"] = k_c
-        new[f"response_rate_{ch}"] = rate
-        rates[:, i] = np.where(n_c > 0, rate, -np.inf)
-    pick = None
-    if channels:
-        by_name = np.argsort(np.array(channels))  # ties go to the first name alphabetically
-        best = by_name[np.argmax(rates[:, by_name], axis=1)]
-        pick = pa.array(best, mask=~np.isfinite(rates.max(axis=1)))
-    new["best_channel"] = pc.take(pa.array(channels, pa.string()), pick) if pick else None
-    if has_coupon:
-        n_cp = out.column("coupon_touches_180d").to_numpy()
-        k_cp = out.column("coupon_responses").to_numpy()
-        new["coupon_touches_180d"] = n_cp
-        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
-    return new
-
-
-def _finish(
-    out: pa.Table,
-    ids: pa.Array,
-    cutoff: pd.Timestamp,
+def _columns(
+    tx: _Part,
+    touch: dict[str, np.ndarray],
     channels: list[str],
-    seen: set[str],
-    has_touches: bool,
-    has_coupon: bool,
-) -> pd.DataFrame:
-    """Customer ids and cutoff, smoothed touch rates, pandas dtypes and column order."""
-    n = out.num_rows
-    touch = _touch_rates(out, channels, seen, has_coupon) if has_touches else {}
-    extra = [c for c in channels if c not in TOUCH_CHANNELS]
-    kind = kinds(extra)
-    arrow_kind = {"int": pa.int64(), "float": pa.float64(), "text": pa.string()}
-    stamps = np.full(n, cutoff.as_unit("ns").value, dtype=np.int64).view("datetime64[ns]")
+    rows: np.ndarray,
+    ids: pa.Array,
+    joined: np.ndarray,
+    cutoff: pd.Timestamp,
+    cut: int,
+) -> dict[str, object]:
+    """The columns of the known customers ``rows`` (codes, in output order), in column order.
+
+    A customer without orders gets zero counts and spends, null days and scores, the
+    ``no_purchase`` segment and the ``acquisition`` stage; the touch columns are null without
+    ``touches``, and so is every column whose input column is missing.
+    """
+    m = len(rows)
+    slot = np.zeros(len(ids), _I64)
+    slot[rows] = np.arange(m)
+    at = slot[tx.who]  # the buyers' rows
+    bought = np.zeros(m, dtype=bool)
+    bought[at] = True
+    stamps = np.full(m, cutoff.as_unit("ns").value, dtype=np.int64).view("datetime64[ns]")
     result: dict[str, object] = {
-        "customer_id": _pandas(pc.take(ids, out.column("ci"))),
+        "customer_id": pd.arrays.ArrowStringArray(ids.take(pa.array(rows))),
         "as_of": stamps
         if cutoff.tz is None
         else pd.DatetimeIndex(stamps).tz_localize("UTC").tz_convert(cutoff.tz).array,
     }
+    since = joined.copy()  # tenure: since joining (before the cutoff), else the first order
+    since[at] = np.where(joined[at] != _NAT, joined[at], tx.first_order)
+    tenure = np.where(since != _NAT, (cut - since) / _DAY, np.nan)
+    zero_spend = ("spend_30d", "spend_90d", "spend_365d", "spend_total", "spend_trend_90d")
+    extra = [c for c in channels if c not in TOUCH_CHANNELS]
+    kind = kinds(extra)
     for col in feature_columns(extra):
-        values = (
-            touch[col] if col in touch else out.column(col) if col in out.column_names else None
-        )
-        if isinstance(values, np.ndarray):
-            result[col] = (
-                pd.array(values.astype(np.int64), dtype="Int64") if kind[col] == "int" else values
+        if col in tx.ints:
+            values = np.zeros(m, _I64)
+            values[at] = tx.ints[col]
+            scored = col in ("r_score", "f_score", "m_score")
+            result[col] = pd.arrays.IntegerArray(values, ~bought if scored else np.zeros(m, bool))
+        elif col in tx.floats:
+            floats = np.full(m, 0.0 if col in zero_spend else np.nan)
+            floats[at] = tx.floats[col]
+            result[col] = floats
+        elif col in tx.texts:
+            labels = _LABELS[col]
+            index = np.full(m, len(labels) - 1)
+            index[at] = tx.texts[col]
+            result[col] = pd.arrays.ArrowStringArray(
+                pa.array(labels, pa.large_string()).take(pa.array(index))
             )
-            continue
-        if values is None:
-            values = pa.nulls(n, arrow_kind[kind[col]])
-        result[col] = _pandas(values)
-    return pd.DataFrame(result)
+        elif col == "tenure_days":
+            result[col] = tenure
+        elif col == "best_channel" and col in touch:
+            result[col] = pd.arrays.ArrowStringArray(pa.array(touch[col], pa.large_string()))
+        elif col in touch:
+            values = touch[col]
+            result[col] = (
+                pd.arrays.IntegerArray(values.astype(_I64, copy=False), np.zeros(m, bool))
+                if kind[col] == "int"
+                else values
+            )
+        elif kind[col] == "int":
+            result[col] = pd.arrays.IntegerArray(np.zeros(m, _I64), np.ones(m, dtype=bool))
+        elif kind[col] == "float":
+            result[col] = np.full(m, np.nan)
+        else:
+            result[col] = pd.arrays.ArrowStringArray(pa.nulls(m, pa.large_string()))
+    return result
 
 
-def _attach_attributes(result: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame:
-    """``member_tier`` and the other customer attributes, after the features."""
-    if customers is None:
-        return result
+def _attributes(
+    columns: dict[str, object], customers: pd.DataFrame, codes: np.ndarray, rows: np.ndarray
+) -> None:
+    """``member_tier`` and the other customer attributes (first row per customer), at the end."""
     extra = [c for c in customers.columns if c not in ("customer_id", "joined_at")]
-    first = customers.drop_duplicates("customer_id")
-    attrs = first[extra].set_axis(pd.Index(first["customer_id"].astype(TEXT)), axis=0)
-    attrs = attrs.reindex(pd.Index(result["customer_id"])).reset_index(drop=True)
+    if not extra:
+        return
+    first = np.full(int(codes.max(initial=0)) + 1 if len(codes) else 0, -1, _I64)
+    order, _ = _sort_order(codes, np.zeros(len(codes), _I64))  # stable: first rows first
+    heads = order[_starts(codes[order])] if len(codes) else order
+    first[codes[heads]] = heads
+    position = np.where(rows < len(first), first[np.minimum(rows, len(first) - 1)], -1)
+    attrs = customers[extra].reset_index(drop=True).reindex(pd.Index(position))
     for col in extra:
         if col == "member_tier":
-            result[col] = attrs[col].astype(TEXT).array
-        elif col not in result:  # a feature name wins over a same-named attribute
-            result[col] = attrs[col].array
-    return result
+            columns[col] = attrs[col].astype(TEXT).array
+        elif col not in columns:  # a feature name wins over a same-named attribute
+            columns[col] = attrs[col].array
