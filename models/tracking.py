@@ -18,6 +18,7 @@ Everything else passes plain values here. Conventions:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -66,6 +67,39 @@ def _retry(call: Callable[[], _T], attempts: int = 6) -> _T:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A digest of every column name, dtype and cell of ``frame`` (16 hex characters)."""
+    digest = hashlib.sha256()
+    digest.update(as_json([[c, str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _schema(frame: pd.DataFrame) -> Any:
+    """The MLflow column schema of ``frame`` from its dtypes (nullable where a null occurs)."""
+    from mlflow.types import DataType
+    from mlflow.types.schema import ColSpec, Schema
+
+    def kind(dtype: Any) -> DataType:
+        if pd.api.types.is_bool_dtype(dtype):
+            return DataType.boolean
+        if pd.api.types.is_integer_dtype(dtype):
+            return DataType.long
+        if pd.api.types.is_float_dtype(dtype):
+            return DataType.double
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            return DataType.datetime
+        return DataType.string
+
+    nulls = frame.isna().any().to_numpy()
+    return Schema(
+        [
+            ColSpec(kind(t), str(c), required=not bool(null))
+            for (c, t), null in zip(frame.dtypes.items(), nulls, strict=True)
+        ]
+    )
 
 
 def _requirements() -> list[str]:
@@ -138,11 +172,19 @@ class Run:
     def log_dataset(
         self, frame: pd.DataFrame, name: str, source: str, context: str, targets: str | None
     ) -> str:
-        """Record the data a model saw (mlflow.data): schema, row count and fingerprint."""
+        """Record the data a model saw (mlflow.data): schema, row count and fingerprint.
+
+        The fingerprint hashes every cell (MLflow's own digest reads the first 10,000 rows) and
+        the schema comes from the dtypes with one vectorised null check per column: MLflow's
+        schema inference visits every value in Python, about 90 s at a million rows.
+        """
         import mlflow
 
         from_pandas = mlflow.data.from_pandas  # type: ignore[attr-defined]
-        dataset = from_pandas(frame, source=source, name=name, targets=targets)
+        dataset = from_pandas(
+            frame, source=source, name=name, targets=targets, digest=fingerprint(frame)
+        )
+        dataset.__dict__["schema"] = _schema(frame)  # fills the cached property
         mlflow.log_input(dataset, context=context)
         return str(dataset.digest)
 

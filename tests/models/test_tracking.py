@@ -121,3 +121,17 @@ def test_two_trainings_at_once_each_register_a_version(tmp_path):
     versions = tracker.client.search_model_versions("name='ltv-churn'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5, 6]
     assert tracker.champion("ltv-churn") is not None
+
+
+def test_fingerprint_changes_with_any_cell_and_the_schema_follows_dtypes(tracker):
+    from models.tracking import _schema, fingerprint
+
+    frame = pd.DataFrame(
+        {"a": [1.0, None], "n": pd.array([1, 2], dtype="Int64"), "s": ["x", "y"]}
+    ).astype({"s": "string"})
+    assert fingerprint(frame) == fingerprint(frame.copy())
+    changed = frame.copy()
+    changed.loc[1, "s"] = "z"
+    assert fingerprint(changed) != fingerprint(frame)
+    schema = {c.name: (str(c.type), c.required) for c in _schema(frame).inputs}
+    assert schema == {"a": ("double", False), "n": ("long", True), "s": ("string", True)}
