@@ -133,5 +133,5 @@ def test_fingerprint_changes_with_any_cell_and_the_schema_follows_dtypes(tracker
     changed = frame.copy()
     changed.loc[1, "s"] = "z"
     assert fingerprint(changed) != fingerprint(frame)
-    schema = {c.name: (str(c.type), c.required) for c in _schema(frame).inputs}
+    schema = {c.name: (c.type.name, c.required) for c in _schema(frame).inputs}
     assert schema == {"a": ("double", False), "n": ("long", True), "s": ("string", True)}
