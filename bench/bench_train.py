@@ -27,6 +27,7 @@ import tempfile
 
 FRAME = r"""
 import datetime, sys, tempfile
+from pathlib import Path
 import pandas as pd
 from features import build_features, load_dataset, make_labels
 from features.synthetic import generate_to
@@ -50,6 +51,7 @@ print(sum(len(f) for f in frames[:-1]))
 
 TRAIN = r"""
 import json, resource, sys, tempfile, time
+from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
