@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
@@ -98,6 +98,14 @@ def _quiet_input_error_tracebacks() -> None:
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(_DropInputErrorTraceback())
+
+
+def _local_only(runner: str) -> None:
+    """``--runner dask`` arrives with the production issue; say so rather than ignore it."""
+    if runner == "dask":
+        _not_yet("--runner dask", 6)
+    if runner != "local":
+        _fail(f"error: --runner takes local or dask, not {runner!r}", EXIT_INPUT)
 
 
 def _preflight(data: Path) -> None:
@@ -277,8 +285,10 @@ def _as_of(value: str, option: str = "--as-of") -> date:
 
 
 def _midnight(day: date, timezone: str) -> datetime:
-    """The start of ``day`` in the configured time zone."""
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone))
+    """The start of ``day`` in the configured time zone (the same rule as feature cutoffs)."""
+    from features.contracts import cutoff_timestamp
+
+    return cutoff_timestamp(day, timezone).to_pydatetime()
 
 
 @app.command()
@@ -292,6 +302,7 @@ def features(
     """Build point-in-time features at --as-of and write the snapshot."""
     from flows.features import features as features_flow
 
+    _local_only(runner)
     cutoff = _as_of(as_of)
     settings = _settings(workdir)
     _preflight(data)
@@ -310,6 +321,7 @@ def train(
     """Train churn, next-purchase and value models; track and register them in MLflow."""
     from flows.train import train as train_flow
 
+    _local_only(runner)
     cutoff = _as_of(as_of)
     settings = _settings(workdir)
     _preflight(data)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from prefect import flow
 
+from features.contracts import cutoff_timestamp
 from flows.data import add_defects, describe, generate_data, load_data, rules_from
 from flows.features import lookup, register_snapshot
 from flows.settings import get_settings
@@ -29,7 +29,7 @@ def demo(customers: int, workdir: Path) -> dict[str, Any]:
     add_defects(data, DEMO_DEFECTS, settings.seed)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     features = register_snapshot(dataset, DEMO_AS_OF, workdir, settings.env)
-    morning = datetime.datetime.combine(DEMO_AS_OF, datetime.time(0), ZoneInfo(settings.timezone))
+    morning = cutoff_timestamp(DEMO_AS_OF, settings.timezone).to_pydatetime()
     example = lookup(features["top_customer"], workdir, at=morning)
     models = train(data, DEMO_AS_OF, workdir)
     return describe(dataset) | {

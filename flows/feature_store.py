@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import os
 import string
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +94,12 @@ def write_online(store: FeatureStore, snapshot: pd.DataFrame) -> OnlineWrite:
             skipped[view.name] = f"online store already holds as_of {newer:%Y-%m-%d %H:%M %z}"
             continue
         columns = ["customer_id", "as_of", "created_at", *(f.name for f in view.features)]
-        with warnings.catch_warnings():
-            # A view whose features are all null (no touches at all) writes nothing: fine.
-            warnings.filterwarnings("ignore", message="Cannot write dataframe with empty")
-            store.write_to_online_store(view.name, snapshot[columns], allow_registry_cache=False)
+        if snapshot[columns[3:]].isna().all(axis=None):
+            # Feast writes nothing for an all-null view (no touches at all): record nothing, so
+            # the view keeps saying which as_of its online values are from.
+            skipped[view.name] = "every value is null at this as_of"
+            continue
+        store.write_to_online_store(view.name, snapshot[columns], allow_registry_cache=False)
         store.registry.apply_materialization(view, store.project, held or as_of, as_of)
         written.append(view.name)
     return OnlineWrite(as_of, written, skipped, len(snapshot))
@@ -108,6 +109,8 @@ def _single_as_of(snapshot: pd.DataFrame) -> datetime.datetime:
     stamps = pd.DatetimeIndex(snapshot["as_of"].unique())
     if len(stamps) != 1:
         raise ValueError(f"a snapshot has one as_of; got {len(stamps)}")
+    if stamps.tz is None:  # naive times are UTC instants here
+        stamps = stamps.tz_localize("UTC")
     return stamps.tz_convert("UTC")[0].to_pydatetime()
 
 
@@ -144,7 +147,8 @@ def lookup(
     for view in views:
         seconds = max((found.get(f"{f.name}__ts", [0])[0] or 0) for f in view.features)
         stamp = datetime.datetime.fromtimestamp(seconds, datetime.UTC) if seconds else None
-        current = stamp is not None and (not view.ttl or stamp >= at - view.ttl)
+        # Current at ``at``: not older than the TTL, and not from after ``at`` either.
+        current = stamp is not None and stamp <= at and (not view.ttl or stamp >= at - view.ttl)
         values = {f.name: (found[f.name][0] if current else None) for f in view.features}
         out.append(ViewValues(view.name, stamp, current, values))
     return out

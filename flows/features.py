@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from feature_repo.data_sources import snapshot_dir
 from features import build_features
 from features.dataset import Dataset
-from features.io import write_parquet
+from features.io import InputError, write_parquet
 from flows import feature_store
 from flows.data import load_data, rules_from
 from flows.settings import get_settings
@@ -38,6 +38,9 @@ def build_snapshot(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
     they were knowable at ``as_of`` (Feast leaves out rows created after a training cutoff).
     """
     snapshot = build_features(dataset.transactions, dataset.touches, dataset.customers, as_of=as_of)
+    if snapshot.empty:
+        first = dataset.transactions["ordered_at"].min()
+        raise InputError(f"no customer is known before {as_of}: the data start {first:%Y-%m-%d}")
     snapshot.insert(2, "created_at", snapshot["as_of"])
     return snapshot
 

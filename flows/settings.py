@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,7 +42,15 @@ class TrainSettings(BaseModel):
     num_leaves: int = Field(7, ge=2)
     min_data_in_leaf: int = Field(50, ge=1)
     max_rounds: int = Field(600, ge=1)
-    num_threads: int = Field(2, ge=1, description="fixed for reproducible models (R11)")
+    num_threads: int = Field(2, ge=1, description="threads LightGBM trains with")
+
+    @model_validator(mode="after")
+    def _windows_mature(self) -> TrainSettings:
+        """Every label window (the horizon, 30 and 180 days) must fit in ``maturity_days``."""
+        needed = max(self.horizon_days, 180)
+        if self.maturity_days < needed:
+            raise ValueError(f"maturity_days must be at least {needed} (the longest label window)")
+        return self
 
 
 class MlflowSettings(BaseModel):

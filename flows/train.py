@@ -2,8 +2,11 @@
 
 ``ltv train --data DIR --as-of DATE``:
 
-1. monthly cutoffs whose labels have matured by ``as_of`` (``models.training.monthly_cutoffs``);
-   the latest is held out for evaluation, the one before it is the validation fold;
+1. monthly cutoffs whose labels have matured by ``as_of`` (``models.training.monthly_cutoffs``;
+   a label window still open stops the flow); the latest is held out for evaluation, the one
+   before it is the validation fold. Earlier cutoffs' outcome windows overlap the held-out one
+   in calendar time, so 30 % of customers (a seeded hash) are also held out: their rows reach
+   no fit, and only theirs are judged at the held-out cutoff;
 2. a feature snapshot per cutoff (the same definitions as ``ltv features``), ``feast apply``,
    then the training frame from ``get_historical_features`` with one (customer, cutoff) row per
    customer who had ordered before the cutoff, and the labels of that cutoff;
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,13 +36,14 @@ from flows import feature_store
 from flows.data import load_data, rules_from
 from flows.features import apply_repo, build_snapshot, write_snapshot
 from flows.settings import Settings, get_settings
-from models.backtest import DECIDING_METRIC, Backtest, backtest
+from models.backtest import DECIDING_METRIC, Backtest, backtest, deciding_score
 from models.btyd import Baseline, bgnbd_summary
 from models.estimators import TrainConfig, feature_frame
 from models.tracking import Tracker, as_json, default_tracking_uri
 from models.training import (
     BUNDLES,
     Models,
+    evaluation_customers,
     load_part,
     monthly_cutoffs,
     predict,
@@ -48,6 +53,8 @@ from models.training import (
 
 #: Registered model and feature service (model version 1) per model kind.
 REGISTERED = {"churn": "ltv-churn", "next_purchase": "ltv-next-purchase", "value": "ltv-value"}
+#: Share of customers whose rows are kept out of every fit and judged at the held-out cutoff.
+EVALUATION_SHARE = 0.3
 SERVICES = {
     "churn": "churn_model_v1",
     "next_purchase": "next_purchase_model_v1",
@@ -132,7 +139,7 @@ def baselines(dataset: Dataset, heldout: pd.DataFrame, cutoff: datetime.date) ->
     return scores.reindex(heldout["customer_id"]).set_axis(heldout.index, axis=0)
 
 
-@task(name="log-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="log-model", cache_policy=NO_CACHE)  # no task retry: a version may be registered
 def log_model(
     kind: str,
     result: Backtest,
@@ -146,6 +153,7 @@ def log_model(
     """One MLflow run: params, metrics, charts, data fingerprint, registered model, alias."""
     tracker = tracker_for(settings, workdir)
     name = REGISTERED[kind]
+    champion = _champion(tracker, kind, heldout)  # scored before this version registers
     part = getattr(models, BUNDLES[kind][0])
     tags = {
         "feature_service": SERVICES[kind],
@@ -165,14 +173,13 @@ def log_model(
             extra = save_parts(models, kind, Path(tmp))
             example = feature_frame(heldout, part.features)
             version = run.log_booster(part.booster, name, example, tags, extra)
-        champion = _champion_score(tracker, kind, heldout)
         decided = DECIDING_METRIC[kind]
         promotion = tracker.promote(
             name,
             version,
             metric=decided,
             new_value=result.metrics[decided],
-            champion_value=champion,
+            champion=champion,
             cutoff=context["heldout_cutoff"],
         )
         run.set_tags({"registered_version": version, "promotion": promotion.alias})
@@ -186,28 +193,27 @@ def log_model(
     }
 
 
-def _champion_score(tracker: Tracker, kind: str, heldout: pd.DataFrame) -> float | None:
-    """The current champion's deciding metric on the same held-out rows (None: no champion)."""
+def _champion(
+    tracker: Tracker, kind: str, heldout: pd.DataFrame
+) -> tuple[str, float | None] | None:
+    """The current champion's version and its deciding metric on the same held-out rows.
+
+    The value is ``None`` (not comparable) when the champion needs features these rows lack, or
+    was trained on cutoffs at or after this held-out cutoff (its score would be inflated).
+    """
     name = REGISTERED[kind]
     current = tracker.champion(name)
     if current is None:
         return None
     booster, version = current
+    trained_on = json.loads(tracker.version_tags(name, version).get("training_cutoffs", "[]"))
+    held = str(heldout["cutoff"].iloc[0].date())
     _, files = tracker.load_bundle(name, version)
     parts = load_part(kind, booster, files)
     missing = [f for p in parts.values() for f in p.features if f not in heldout.columns]
-    if missing:
-        return None
-    from models import evaluation as ev
-
-    if kind == "value":
-        buy, spend = parts["value_buy"], parts["value_spend"]
-        predicted = buy.predict(heldout) * spend.predict(heldout)
-        return ev.normalized_gini(heldout["spend_180d"].to_numpy(dtype=float), predicted)
-    column = "churned" if kind == "churn" else "purchased_30d"
-    first = parts[BUNDLES[kind][0]]
-    actual = heldout[column].astype(bool).to_numpy(dtype=float)
-    return ev.classification_metrics(actual, first.predict(heldout))["auc"]
+    if missing or any(c >= held for c in trained_on):
+        return version, None
+    return version, deciding_score(kind, parts, heldout)
 
 
 @flow(name="ltv-train")
@@ -227,9 +233,17 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     apply_repo(workdir, settings.env)
     entities = pd.concat(entity_rows, ignore_index=True)
     labels = pd.concat(label_frames, ignore_index=True)
+    immature = labels.loc[~labels["label_matured"], "cutoff"].drop_duplicates()
+    if len(immature):
+        raise InputError(
+            f"the outcomes after cutoff {immature.iloc[0]:%Y-%m-%d} are not all in the data yet "
+            f"(they need {settings.train.maturity_days} days; the data end "
+            f"{dataset.transactions['ordered_at'].max():%Y-%m-%d}): use an earlier --as-of"
+        )
     frame = training_frame(entities, labels, workdir, settings.env, SERVICES["churn"])
-    last = frame["cutoff"] == frame["cutoff"].max()
-    train_rows, heldout = frame[~last], frame[last]
+    last = (frame["cutoff"] == frame["cutoff"].max()).to_numpy()
+    held_out = evaluation_customers(frame["customer_id"], EVALUATION_SHARE, settings.seed)
+    train_rows, heldout = frame[~last & ~held_out], frame[last & held_out]
     config = train_config(settings)
     models = fit(train_rows, config)
     predictions = predict(models, heldout)
@@ -237,6 +251,7 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     context = {
         "as_of": str(as_of),
         "heldout_cutoff": str(cutoffs[-1]),
+        "evaluation_share": EVALUATION_SHARE,
         "training_cutoffs": [str(c) for c in cutoffs[:-1]],
         "snapshots": str(snapshot_dir(workdir)),
         "params": {

@@ -21,6 +21,7 @@ thread count; same data, same model text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from sklearn.isotonic import IsotonicRegression
 
 __all__ = [
     "KEY_COLUMNS",
+    "canonical",
     "Calibrator",
     "Classifier",
     "Regressor",
@@ -169,13 +171,24 @@ def _datasets(
 def _train(
     params: dict[str, Any], dtrain: lgb.Dataset, dvalid: lgb.Dataset, config: TrainConfig
 ) -> lgb.Booster:
-    return lgb.train(
+    booster = lgb.train(
         params,
         dtrain,
         num_boost_round=config.max_rounds,
         valid_sets=[dvalid],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
     )
+    return canonical(booster)
+
+
+def canonical(booster: lgb.Booster) -> lgb.Booster:
+    """The booster without its thread count, so the model file is the same at any count (R11).
+
+    With ``deterministic=True`` and ``force_row_wise=True`` the trees do not depend on the
+    number of threads; only the ``[num_threads: N]`` line of the saved parameters would.
+    """
+    text = re.sub(r"^\[num_threads: \d+\]\n", "", booster.model_to_string(), flags=re.M)
+    return lgb.Booster(model_str=text)
 
 
 def fit_classifier(

@@ -324,39 +324,50 @@ class Tracker:
         *,
         metric: str,
         new_value: float,
-        champion_value: float | None,
+        champion: tuple[str, float | None] | None,
         cutoff: str,
         higher_is_better: bool = True,
     ) -> Promotion:
-        """Give ``version`` alias ``champion`` if it beats the champion on the same cutoff.
+        """Give ``version`` alias ``champion`` only if it beats the champion on the same rows.
 
         Args:
             name: The registered model.
             version: The new version.
             metric: The deciding metric's name (for the reason).
-            new_value: The new version's metric on the held-out cutoff.
-            champion_value: The current champion's metric on the same held-out rows, or
-                ``None`` when there is no champion (or it cannot score these rows).
+            new_value: The new version's metric on the held-out rows.
+            champion: ``(version, value)`` of the champion the caller scored on the same rows
+                (value ``None``: it cannot be compared there), or ``None`` if there was none.
             cutoff: The held-out cutoff (for the reason).
             higher_is_better: Direction of ``metric``.
 
         Returns:
-            The alias given and the reason, also stored as version tags.
+            The alias given and the reason, also stored as version tags. Without a comparison
+            (the champion cannot score these rows, changed meanwhile, or the new metric is
+            NaN) the new version is ``challenger``.
         """
-        previous = self._alias_version(name, CHAMPION)
-        if previous is None or champion_value is None:
-            alias, reason = CHAMPION, "no champion to compare with"
+        current = self._alias_version(name, CHAMPION)
+        scored = champion[0] if champion else None
+        if current != scored:
+            alias = CHALLENGER
+            reason = f"the champion changed to v{current} while v{version} was evaluated"
+        elif new_value != new_value:  # NaN: e.g. one class only in the held-out rows
+            alias, reason = CHALLENGER, f"{metric} is undefined on held-out cutoff {cutoff}"
+        elif champion is None:
+            alias, reason = CHAMPION, "no champion yet"
+        elif champion[1] is None:
+            alias = CHALLENGER
+            reason = f"champion v{champion[0]} cannot be compared on held-out cutoff {cutoff}"
         else:
-            better = new_value > champion_value if higher_is_better else new_value < champion_value
-            verdict = "beats" if better else "does not beat"
+            old = champion[1]
+            better = new_value > old if higher_is_better else new_value < old
             alias = CHAMPION if better else CHALLENGER
             reason = (
-                f"{verdict} champion v{previous} on held-out cutoff {cutoff}: "
-                f"{metric} {new_value:.4f} vs {champion_value:.4f}"
+                f"{'beats' if better else 'does not beat'} champion v{champion[0]} on held-out "
+                f"cutoff {cutoff}: {metric} {new_value:.4f} vs {old:.4f}"
             )
         _retry(lambda: self.client.set_registered_model_alias(name, alias, version))
         self.tag_version(name, version, {"promotion": alias, "promotion_reason": reason})
-        return Promotion(alias, reason, previous)
+        return Promotion(alias, reason, current)
 
     def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
         """Set tags on one registered model version."""

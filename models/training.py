@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.labels import LABEL_COLUMNS
 from models.estimators import (
     Calibrator,
     Classifier,
@@ -37,6 +38,7 @@ __all__ = [
     "LABELS",
     "Models",
     "Predictions",
+    "evaluation_customers",
     "load_part",
     "monthly_cutoffs",
     "predict",
@@ -45,17 +47,9 @@ __all__ = [
     "train_models",
 ]
 
-#: Label columns of a training frame (never features).
-LABELS = (
-    "churned",
-    "purchased_30d",
-    "days_to_next_order",
-    "next_order_censored",
-    "spend_180d",
-    "orders_horizon",
-    "label_matured",
-    "horizon_days",
-)
+#: Label columns of a training frame (never features): every column ``make_labels`` writes,
+#: so a label added there can never leak in as a feature.
+LABELS = tuple(c for c in LABEL_COLUMNS if c not in ("customer_id", "cutoff"))
 
 
 @dataclass
@@ -84,6 +78,17 @@ class Predictions:
     def predicted_value_180d(self) -> np.ndarray:
         """Expected net spend in 180 days: P(buy) x E[spend | buy]."""
         return self.p_buy_180d * self.spend_if_buy_180d
+
+
+def evaluation_customers(ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """A reproducible random share of customers set aside for evaluation (hash of id + seed).
+
+    Earlier cutoffs' outcome windows overlap the held-out cutoff's in calendar time (a 180-day
+    window from a cutoff two months earlier covers most of it), so the held-out rows belong to
+    customers none of whose rows, at any cutoff, reach a fit, early stopping or calibration.
+    """
+    keys = pd.util.hash_pandas_object(ids.astype(str), index=False, hash_key=f"{seed:016d}")
+    return (keys.to_numpy() % 10_000) < share * 10_000
 
 
 def split_by_cutoff(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -149,6 +149,10 @@ def test_stale_values_are_not_served_as_current(repo):
     stale = feature_store.lookup(
         store, customer, (midnight(DATES[2]) + pd.Timedelta(days=8)).to_pydatetime()
     )
+    before = feature_store.lookup(
+        store, customer, (midnight(DATES[2]) - pd.Timedelta(days=1)).to_pydatetime()
+    )
+    assert not any(v.current for v in before)  # values from after --at are not "current" then
     assert all(v.current for v in fresh)
     assert fresh[0].values["orders_total"] == snaps[DATES[2]].loc[customer, "orders_total"]
     assert not any(v.current for v in stale)

@@ -58,11 +58,11 @@ def test_champion_only_when_it_beats_the_champion_on_the_same_cutoff(tracker):
         with tracker.run("ltv-churn", "churn", {}) as run:
             versions.append(run.log_booster(model, "ltv-churn", x, {}))
     first = tracker.promote(
-        "ltv-churn", versions[0], metric="auc", new_value=0.7, champion_value=None, cutoff="c"
+        "ltv-churn", versions[0], metric="auc", new_value=0.7, champion=None, cutoff="c"
     )
     assert first.alias == CHAMPION and first.previous_champion is None
     worse = tracker.promote(
-        "ltv-churn", versions[1], metric="auc", new_value=0.69, champion_value=0.7, cutoff="c"
+        "ltv-churn", versions[1], metric="auc", new_value=0.69, champion=("1", 0.7), cutoff="c"
     )
     assert worse.alias == CHALLENGER
     assert tracker.version_tags("ltv-churn", versions[1])["promotion_reason"] == (
@@ -70,9 +70,20 @@ def test_champion_only_when_it_beats_the_champion_on_the_same_cutoff(tracker):
     )
     assert tracker.champion("ltv-churn")[1] == versions[0]
     better = tracker.promote(
-        "ltv-churn", versions[2], metric="auc", new_value=0.71, champion_value=0.7, cutoff="c"
+        "ltv-churn", versions[2], metric="auc", new_value=0.71, champion=("1", 0.7), cutoff="c"
     )
     assert better.alias == CHAMPION and tracker.champion("ltv-churn")[1] == versions[2]
+    # Not comparable, stale or undefined: never promoted.
+    for champion, value, reason in [
+        ((versions[2], None), 0.9, "cannot be compared"),
+        ((versions[0], 0.5), 0.9, "the champion changed to v3"),
+        ((versions[2], 0.5), float("nan"), "auc is undefined"),
+    ]:
+        kept = tracker.promote(
+            "ltv-churn", versions[1], metric="auc", new_value=value, champion=champion, cutoff="c"
+        )
+        assert kept.alias == CHALLENGER and reason in kept.reason
+        assert tracker.champion("ltv-churn")[1] == versions[2]
 
 
 def test_loading_refuses_a_pickled_model(tracker):
@@ -106,8 +117,9 @@ def test_two_trainings_at_once_each_register_a_version(tmp_path):
         for i in range(3):
             with t.run("ltv-churn", "churn", {{}}) as run:
                 v = run.log_booster(b, "ltv-churn", x, {{}})
-            t.promote("ltv-churn", v, metric="auc", new_value=float(i), champion_value=None,
-                      cutoff="c")
+            current = t.champion("ltv-churn")
+            t.promote("ltv-churn", v, metric="auc", new_value=float(i),
+                      champion=(current[1], 0.0) if current else None, cutoff="c")
         """
     )
     Tracker(default_tracking_uri(tmp_path), tmp_path / "a").experiment("ltv-churn")
