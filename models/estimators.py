@@ -35,6 +35,7 @@ __all__ = [
     "canonical",
     "Calibrator",
     "Classifier",
+    "Design",
     "Regressor",
     "TrainConfig",
     "feature_frame",
@@ -59,6 +60,17 @@ class TrainConfig:
     lambda_l2: float = 1.0
     max_rounds: int = 600
     early_stopping_rounds: int = 40
+    max_bin: int = 63
+
+    def dataset_params(self) -> dict[str, Any]:
+        """Binning settings, the same for every model sharing a :class:`Design`."""
+        return {
+            "max_bin": self.max_bin,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "data_random_seed": self.seed,
+            "feature_pre_filter": False,
+            "verbosity": -1,
+        }
 
     def params(self, objective: str, **extra: Any) -> dict[str, Any]:
         """LightGBM parameters for ``objective``: deterministic and quiet."""
@@ -154,18 +166,46 @@ class Regressor:
         return np.asarray(self.booster.predict(feature_frame(frame, self.features)))
 
 
-def _datasets(
-    train: pd.DataFrame, y_train: np.ndarray, valid: pd.DataFrame, y_valid: np.ndarray
-) -> tuple[lgb.Dataset, lgb.Dataset, list[str]]:
-    x_train = feature_frame(train)
-    names = list(x_train.columns)
-    x_valid = feature_frame(valid, names)
-    for name in names:  # the validation fold uses the training categories
-        if isinstance(x_train[name].dtype, pd.CategoricalDtype):
-            x_valid[name] = x_valid[name].cat.set_categories(x_train[name].cat.categories)
-    dtrain = lgb.Dataset(x_train, y_train, free_raw_data=True)
-    dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain, free_raw_data=True)
-    return dtrain, dvalid, names
+@dataclass
+class Design:
+    """The fit and validation rows, binned once and shared by every model (subsets, own labels).
+
+    Binning (LightGBM's ``Dataset`` construction) is the costly step before training; each
+    model takes a subset of rows of these two datasets and sets its own labels, so the five
+    boosters of a training share one binning.
+    """
+
+    fit: lgb.Dataset
+    valid: lgb.Dataset
+    x_valid: pd.DataFrame
+    names: list[str]
+
+    @classmethod
+    def build(cls, fit: pd.DataFrame, valid: pd.DataFrame, config: TrainConfig) -> Design:
+        """Bin the fit rows, and the validation rows with the same bins and categories."""
+        x_fit = feature_frame(fit)
+        names = list(x_fit.columns)
+        x_valid = feature_frame(valid, names)
+        for name in names:  # the validation fold uses the training categories
+            if isinstance(x_fit[name].dtype, pd.CategoricalDtype):
+                x_valid[name] = x_valid[name].cat.set_categories(x_fit[name].cat.categories)
+        params = config.dataset_params()
+        dfit = lgb.Dataset(x_fit, np.zeros(len(x_fit)), params=params, free_raw_data=False)
+        dvalid = lgb.Dataset(
+            x_valid, np.zeros(len(x_valid)), reference=dfit, params=params, free_raw_data=False
+        )
+        return cls(dfit.construct(), dvalid.construct(), x_valid, names)
+
+    def rows(
+        self, fit_rows: np.ndarray, y_fit: np.ndarray, valid_rows: np.ndarray, y_valid: np.ndarray
+    ) -> tuple[lgb.Dataset, lgb.Dataset]:
+        """Datasets of the chosen rows (boolean masks) with their labels."""
+        chosen = []
+        for base, rows, y in ((self.fit, fit_rows, y_fit), (self.valid, valid_rows, y_valid)):
+            part = base.subset(np.flatnonzero(rows).tolist()).construct()
+            part.set_label(np.asarray(y, dtype=float))
+            chosen.append(part)
+        return chosen[0], chosen[1]
 
 
 def _train(
@@ -192,37 +232,38 @@ def canonical(booster: lgb.Booster) -> lgb.Booster:
 
 
 def fit_classifier(
-    train: pd.DataFrame,
-    y_train: np.ndarray,
-    valid: pd.DataFrame,
+    design: Design,
+    rows: tuple[np.ndarray, np.ndarray],
+    y_fit: np.ndarray,
     y_valid: np.ndarray,
     config: TrainConfig,
 ) -> Classifier:
-    """A binary model early-stopped on ``valid`` and calibrated (isotonic) on it.
+    """A binary model early-stopped on the validation rows and calibrated (isotonic) on them.
 
     Args:
-        train: Feature rows of the earlier cutoffs (keys are ignored).
-        y_train: Their 0/1 outcomes.
-        valid: Feature rows of the latest training cutoff.
-        y_valid: Their outcomes.
+        design: The binned fit and validation rows.
+        rows: Boolean masks of the fit and validation rows this model uses.
+        y_fit: 0/1 outcomes of the chosen fit rows.
+        y_valid: Outcomes of the chosen validation rows.
         config: LightGBM settings.
     """
-    dtrain, dvalid, names = _datasets(train, y_train, valid, y_valid)
+    dtrain, dvalid = design.rows(rows[0], y_fit, rows[1], y_valid)
     booster = _train(config.params("binary", metric="binary_logloss"), dtrain, dvalid, config)
-    model = Classifier(booster, Calibrator(), names)
-    model.calibrator = Calibrator.fit(model.raw(valid), np.asarray(y_valid, dtype=float))
+    model = Classifier(booster, Calibrator(), design.names)
+    raw = model.raw(design.x_valid[rows[1]])
+    model.calibrator = Calibrator.fit(raw, np.asarray(y_valid, dtype=float))
     return model
 
 
 def fit_regressor(
-    train: pd.DataFrame,
-    y_train: np.ndarray,
-    valid: pd.DataFrame,
+    design: Design,
+    rows: tuple[np.ndarray, np.ndarray],
+    y_fit: np.ndarray,
     y_valid: np.ndarray,
     config: TrainConfig,
     objective: str = "gamma",
 ) -> Regressor:
-    """A regression early-stopped on ``valid`` (``gamma``: log link, positive targets)."""
-    dtrain, dvalid, names = _datasets(train, y_train, valid, y_valid)
+    """A regression early-stopped on the validation rows (``gamma``: log link, positive)."""
+    dtrain, dvalid = design.rows(rows[0], y_fit, rows[1], y_valid)
     booster = _train(config.params(objective), dtrain, dvalid, config)
-    return Regressor(booster, names)
+    return Regressor(booster, design.names)

@@ -27,6 +27,7 @@ from features.labels import LABEL_COLUMNS
 from models.estimators import (
     Calibrator,
     Classifier,
+    Design,
     Regressor,
     TrainConfig,
     fit_classifier,
@@ -115,35 +116,33 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
         config: LightGBM settings.
     """
     fit, valid = split_by_cutoff(frame)
-    x_fit, x_valid = _inputs(fit), _inputs(valid)
+    design = Design.build(_inputs(fit), _inputs(valid), config)
+    every = (np.ones(len(fit), dtype=bool), np.ones(len(valid), dtype=bool))
 
     def binary(column: str, source: pd.DataFrame) -> np.ndarray:
         return source[column].astype(bool).to_numpy(dtype=float)
 
-    churn = fit_classifier(x_fit, binary("churned", fit), x_valid, binary("churned", valid), config)
+    churn = fit_classifier(design, every, binary("churned", fit), binary("churned", valid), config)
     purchase = fit_classifier(
-        x_fit, binary("purchased_30d", fit), x_valid, binary("purchased_30d", valid), config
+        design, every, binary("purchased_30d", fit), binary("purchased_30d", valid), config
     )
     # Time to the next order, among rows whose next order was observed (not censored).
-    seen_fit = ~fit["next_order_censored"].astype(bool)
-    seen_valid = ~valid["next_order_censored"].astype(bool)
+    seen = (
+        ~fit["next_order_censored"].astype(bool).to_numpy(),
+        ~valid["next_order_censored"].astype(bool).to_numpy(),
+    )
     days = fit_regressor(
-        x_fit[seen_fit],
-        fit.loc[seen_fit, "days_to_next_order"].to_numpy(dtype=float) + 0.5,
-        x_valid[seen_valid],
-        valid.loc[seen_valid, "days_to_next_order"].to_numpy(dtype=float) + 0.5,
+        design,
+        seen,
+        fit["days_to_next_order"].to_numpy(dtype=float)[seen[0]] + 0.5,
+        valid["days_to_next_order"].to_numpy(dtype=float)[seen[1]] + 0.5,
         config,
     )
-    spent_fit = fit["spend_180d"].to_numpy(dtype=float) > 0
-    spent_valid = valid["spend_180d"].to_numpy(dtype=float) > 0
-    buy = fit_classifier(x_fit, spent_fit.astype(float), x_valid, spent_valid.astype(float), config)
-    spend = fit_regressor(
-        x_fit[spent_fit],
-        fit.loc[spent_fit, "spend_180d"].to_numpy(dtype=float),
-        x_valid[spent_valid],
-        valid.loc[spent_valid, "spend_180d"].to_numpy(dtype=float),
-        config,
-    )
+    spend_fit = fit["spend_180d"].to_numpy(dtype=float)
+    spend_valid = valid["spend_180d"].to_numpy(dtype=float)
+    spent = (spend_fit > 0, spend_valid > 0)
+    buy = fit_classifier(design, every, spent[0].astype(float), spent[1].astype(float), config)
+    spend = fit_regressor(design, spent, spend_fit[spent[0]], spend_valid[spent[1]], config)
     horizon = int(frame["horizon_days"].iloc[0]) if "horizon_days" in frame else 90
     return Models(churn, purchase, days, buy, spend, horizon)
 
