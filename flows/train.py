@@ -268,5 +268,4 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
         results[kind] = log_model(
             kind, result, models, train_rows, heldout, context, settings, workdir
         )
-    tracking = settings.mlflow.tracking_uri or default_tracking_uri(workdir)
-    return {"models": results, "tracking_uri": tracking, **context}
+    return {"models": results, "tracking_uri": tracker_for(settings, workdir).uri, **context}
