@@ -5,7 +5,7 @@ Builds (untimed) a training frame of N synthetic customers x K monthly cutoffs w
 has ordered), plus a held-out cutoff. Then, in one child process:
 
 1. ``models.training.train_models``: churn, 30-day purchase, next-order time, value hurdle
-   (five LightGBM boosters) with the product's settings; wall and peak RSS;
+   (five LightGBM boosters) with the settings ``ltv train`` uses; wall and peak RSS;
 2. a floor: one LightGBM binary model with the same settings and a fixed 100 rounds on the
    same rows (no early stopping), the least a single model costs;
 3. MLflow overhead per run: a run on a fresh SQLite store with the metrics, the dataset
@@ -55,13 +55,15 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from models.estimators import TrainConfig, feature_frame
+from models.estimators import feature_frame
 from models.training import predict, train_models
 from models.tracking import Tracker, default_tracking_uri
 base = Path(sys.argv[1])
 frame = pd.read_parquet(base / "train.parquet")
 heldout = pd.read_parquet(base / "heldout.parquet")
-config = TrainConfig()
+from flows.settings import get_settings
+from flows.train import train_config
+config = train_config(get_settings())  # the settings `ltv train` uses
 t0 = time.perf_counter()
 models = train_models(frame, config)
 train_wall = time.perf_counter() - t0

@@ -38,10 +38,10 @@ class TrainSettings(BaseModel):
     cutoff_months: int = Field(12, ge=3, description="monthly cutoffs looked back over")
     maturity_days: int = Field(180, gt=0, description="a cutoff's labels need this long")
     min_history_days: int = Field(28, ge=0, description="history a cutoff needs before it")
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.1, gt=0)
     num_leaves: int = Field(7, ge=2)
     min_data_in_leaf: int = Field(50, ge=1)
-    max_rounds: int = Field(600, ge=1)
+    max_rounds: int = Field(400, ge=1)
     num_threads: int = Field(2, ge=1, description="threads LightGBM trains with")
 
     @model_validator(mode="after")

@@ -53,14 +53,15 @@ class TrainConfig:
 
     seed: int = 42
     num_threads: int = 2
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 100
+    learning_rate: float = 0.1
+    num_leaves: int = 7
+    min_data_in_leaf: int = 50
     feature_fraction: float = 0.8
     lambda_l2: float = 1.0
-    max_rounds: int = 600
-    early_stopping_rounds: int = 40
+    max_rounds: int = 400
+    early_stopping_rounds: int = 30
     max_bin: int = 63
+    bagging_fraction: float = 0.7
 
     def dataset_params(self) -> dict[str, Any]:
         """Binning settings, the same for every model sharing a :class:`Design`."""
@@ -82,6 +83,8 @@ class TrainConfig:
             "feature_fraction": self.feature_fraction,
             "feature_fraction_seed": self.seed,
             "bagging_seed": self.seed,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
             "data_random_seed": self.seed,
             "lambda_l2": self.lambda_l2,
             "seed": self.seed,
