@@ -202,13 +202,12 @@ def _champion(
     was trained on cutoffs at or after this held-out cutoff (its score would be inflated).
     """
     name = REGISTERED[kind]
-    current = tracker.champion(name)
-    if current is None:
+    version = tracker.champion_version(name)
+    if version is None:
         return None
-    booster, version = current
     trained_on = json.loads(tracker.version_tags(name, version).get("training_cutoffs", "[]"))
     held = str(heldout["cutoff"].iloc[0].date())
-    _, files = tracker.load_bundle(name, version)
+    booster, files = tracker.load_bundle(name, version)
     parts = load_part(kind, booster, files)
     missing = [f for p in parts.values() for f in p.features if f not in heldout.columns]
     if missing or any(c >= held for c in trained_on):
@@ -260,7 +259,7 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
             "heldout_rows": len(heldout),
             "cutoffs": len(cutoffs) - 1,
         }
-        | {k: v for k, v in vars(config).items()},
+        | vars(config),
     }
     results = {}
     for kind in REGISTERED:

@@ -165,10 +165,6 @@ class Run:
                 self.run_id, str(target), None if parent == "." else parent
             )
 
-    def log_dict(self, content: dict[str, Any], path: str) -> None:
-        """A JSON artifact."""
-        self.tracker.client.log_dict(self.run_id, content, path)
-
     def log_dataset(
         self, frame: pd.DataFrame, name: str, source: str, context: str, targets: str | None
     ) -> str:
@@ -275,10 +271,14 @@ class Tracker:
 
     def champion(self, name: str) -> tuple[lgb.Booster, str] | None:
         """The ``champion`` version of registered model ``name`` and its version, if any."""
-        version = self._alias_version(name, CHAMPION)
+        version = self.champion_version(name)
         if version is None:
             return None
         return self.load_booster(name, version), version
+
+    def champion_version(self, name: str) -> str | None:
+        """The version holding alias ``champion`` of registered model ``name``, if any."""
+        return self._alias_version(name, CHAMPION)
 
     def _alias_version(self, name: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -345,7 +345,7 @@ class Tracker:
             (the champion cannot score these rows, changed meanwhile, or the new metric is
             NaN) the new version is ``challenger``.
         """
-        current = self._alias_version(name, CHAMPION)
+        current = self.champion_version(name)
         scored = champion[0] if champion else None
         if current != scored:
             alias = CHALLENGER
