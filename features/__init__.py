@@ -3,7 +3,7 @@
 No MLflow, Prefect or Feast imports here; functions take plain arguments.
 """
 
-from features.customer_features import LifecycleThresholds, build_features
+from features.customer_features import LifecycleThresholds, build_features, due_categories
 from features.dataset import Dataset, check_dataset, load_dataset
 from features.io import InputError
 from features.labels import make_labels
@@ -16,6 +16,7 @@ __all__ = [
     "Rules",
     "build_features",
     "check_dataset",
+    "due_categories",
     "load_dataset",
     "make_labels",
 ]

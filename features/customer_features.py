@@ -5,7 +5,8 @@ interval, category breadth, channel response, coupon sensitivity, estimated inve
 as of a cutoff ``T``. Only rows whose event time is strictly before ``T`` are read: lines with
 ``ordered_at < T``, touches with ``sent_at < T`` (a response counts only if ``responded_at < T``),
 customers with ``joined_at < T``. A refund line dated at or after ``T`` therefore changes nothing
-at ``T``.
+at ``T``. ``due_categories`` names the categories behind ``categories_due_7d`` (for
+replenishment reminders) from the same run-out code.
 
 Everything heavy is vectorised NumPy over integers. Customer ids, categories and channels
 become integer codes (Arrow dictionary encoding), order ids 64-bit hashes (DuckDB's ``hash``, a
@@ -52,7 +53,7 @@ from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestam
 from features.duck import query_arrow
 from features.families import FAMILIES, feature_columns, kinds
 
-__all__ = ["LifecycleThresholds", "build_features", "sanitize_channel"]
+__all__ = ["LifecycleThresholds", "build_features", "due_categories", "sanitize_channel"]
 
 #: Prior strength (in gaps) pulling a customer's median gap toward the population median gap.
 GAP_PRIOR_GAPS = 3.0
@@ -404,9 +405,9 @@ def _joined(parts: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class _Lines:
     """The transaction columns by input row, and the rows before the cutoff (``rows``).
 
-    ``ci`` and ``order_hash`` are those rows' customer codes and order id hashes; ``cat`` the
-    category codes (``n_categories`` for none) and ``qty`` the quantities (numbers, any null
-    kind), when present.
+    ``ci`` and ``order_hash`` are those rows' customer codes and order id hashes (empty when
+    orders are not read); ``cat`` the category codes (``n_categories`` for none), ``categories``
+    the names by code and ``qty`` the quantities (numbers, any null kind), when present.
     """
 
     rows: np.ndarray
@@ -418,11 +419,12 @@ class _Lines:
     cat: np.ndarray | None
     n_categories: int
     qty: pd.api.extensions.ExtensionArray | np.ndarray | None
+    categories: pa.Array | None = None
 
     def clear(self) -> None:
         """Let go of the arrays (the blocks are done)."""
         self.rows = self.ci = self.order_hash = self.t = self.amount = np.zeros(0)
-        self.discount = self.cat = self.qty = None
+        self.discount = self.cat = self.qty = self.categories = None
 
 
 def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.ndarray:
@@ -437,11 +439,15 @@ def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.n
     return out.column("h").to_numpy().view(np.int64)
 
 
-def _lines(tx: pd.DataFrame, cut: int) -> _Lines:
-    """The lines before ``cut`` and the columns the transaction families read (``ci`` empty)."""
+def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True) -> _Lines:
+    """The lines before ``cut`` and the columns the transaction families read (``ci`` empty).
+
+    Without ``orders`` only what the purchase lines need is read (no order id hashes, no
+    discounts): enough for the run-outs of ``due_categories``.
+    """
     t = _ns(tx["ordered_at"])
     rows = np.flatnonzero((t != _NAT) & (t < cut))
-    cat = qty = None
+    cat = qty = dictionary = None
     n_categories = 0
     if "category" in tx.columns:
         (cat,), dictionary = _encode([_text(tx["category"])])
@@ -454,13 +460,14 @@ def _lines(tx: pd.DataFrame, cut: int) -> _Lines:
     return _Lines(
         rows,
         np.zeros(0, np.int32),
-        _hash_order_ids(tx, t, cut) if len(rows) else np.zeros(0, _I64),
+        _hash_order_ids(tx, t, cut) if orders and len(rows) else np.zeros(0, _I64),
         t,
         _floats(tx["amount"]),
-        _floats(tx["discount"]) if "discount" in tx.columns else None,
+        _floats(tx["discount"]) if orders and "discount" in tx.columns else None,
         cat,
         n_categories,
         qty,
+        dictionary,
     )
 
 
@@ -517,14 +524,22 @@ def _transaction_part(
     return part
 
 
-def _block_features(lines: _Lines, cut: int, at: _At) -> dict[str, np.ndarray]:
-    """Per-customer sums of one block (codes ascending), and its category purchases' cycles."""
+def _block_features(
+    lines: _Lines, cut: int, at: _At, *, orders: bool = True
+) -> dict[str, np.ndarray]:
+    """Per-customer sums of one block (codes ascending), and its category purchases' cycles.
+
+    Without ``orders`` only the purchase part runs (``who``: the block's customers).
+    """
     line = lines.rows[at]
     low = int(lines.ci[at].min())
     ci = lines.ci[at] - low
     t, amount = lines.t[line], lines.amount[line]
-    discount = None if lines.discount is None else lines.discount[line]
-    out = _order_block(ci, lines.order_hash[at], t, amount, discount, cut)
+    if orders:
+        discount = None if lines.discount is None else lines.discount[line]
+        out = _order_block(ci, lines.order_hash[at], t, amount, discount, cut)
+    else:
+        out = {"who": np.flatnonzero(np.bincount(ci))}
     if lines.cat is not None:
         cat = lines.cat[line]
         bought = np.flatnonzero((amount >= 0) & (cat < lines.n_categories))
@@ -780,6 +795,17 @@ def _order_part(
     return part
 
 
+def _run_outs(found: dict[str, np.ndarray], population: np.ndarray, cut: int) -> np.ndarray:
+    """Days from ``cut`` to the run-out of each customer x category last bought in 365 days.
+
+    Run-out = last purchase + its packs x cycle per pack (the own median cycle, else the
+    category's ``population`` median; NaN when neither exists). Rows follow ``found["seg_*"]``.
+    """
+    own = found["seg_own"]
+    cycle = np.where(np.isnan(own), population[found["seg_cat"]], own)
+    return (found["seg_last_t"] + found["seg_last_q"] * cycle * _DAY - float(cut)) / _DAY
+
+
 def _category_part(
     part: _Part, found: dict[str, np.ndarray], population: np.ndarray, cut: int
 ) -> None:
@@ -806,10 +832,7 @@ def _category_part(
     part.floats["top_category_share_365d"] = np.where(
         counted, found["top_lines_365d"] / np.where(counted, total, 1.0), np.nan
     )
-    # Run-out of each category last bought in 365 days: last purchase + its packs x cycle.
-    own = found["seg_own"]
-    cycle = np.where(np.isnan(own), population[found["seg_cat"]], own)
-    due = (found["seg_last_t"] + found["seg_last_q"] * cycle * _DAY - float(cut)) / _DAY
+    due = _run_outs(found, population, cut)
     row = np.searchsorted(part.who, found["seg_ci"])
     part.ints["categories_due_7d"] = _counts(row, (due >= 0) & (due < 7), k)
     part.ints["categories_overdue"] = _counts(row, due < 0, k)
@@ -1046,7 +1069,8 @@ def build_features(
           Run-out = last purchase time + its packs x cycle. Over categories last bought in the
           last 365 d: ``categories_due_7d`` (run-out in ``[T, T + 7d)``),
           ``categories_overdue`` (run-out before ``T``), ``days_to_next_due`` (earliest
-          run-out minus ``T``, may be negative).
+          run-out minus ``T``, may be negative). The names of the due categories, for
+          reminders: :func:`due_categories` (same run-outs).
         - Lifecycle: ``tenure_days`` (since ``joined_at`` if before ``T``, else since the first
           order; null for a customer known only from touches), ``lifecycle_stage`` (see
           :class:`LifecycleThresholds` for the rules).
@@ -1194,3 +1218,80 @@ def _attributes(
             columns[col] = attrs[col].astype(TEXT).array
         elif col not in columns:  # a feature name wins over a same-named attribute
             columns[col] = attrs[col].array
+
+
+# --------------------------------------------------------------------------------------------
+# Replenishment reminders: the names behind ``categories_due_7d``
+# --------------------------------------------------------------------------------------------
+
+
+def due_categories(
+    transactions: pd.DataFrame,
+    *,
+    as_of: datetime.date | str | pd.Timestamp,
+    within_days: int = 7,
+) -> pd.DataFrame:
+    """The categories each customer is due to replenish soon, by name, from lines before ``as_of``.
+
+    The run-outs are those of ``build_features`` ("Estimated inventory", same code): per
+    customer x category last bought in the 365 days before ``T``, last purchase time + its packs
+    x cycle per pack. With ``within_days=7`` a customer's names are exactly the
+    ``categories_due_7d`` they are counted in.
+
+    Args:
+        transactions: Validated lines (``customer_id, order_id, ordered_at, amount``; optional
+            ``category``, ``quantity``). Only lines with ``ordered_at < T`` are read.
+        as_of: The cutoff ``T``, as in ``build_features``.
+        within_days: The window: run-outs in ``[T, T + within_days days)`` are due (>= 0).
+
+    Returns:
+        One row per customer with at least one due category, sorted by ``customer_id``:
+        ``customer_id`` and ``categories_due`` (the category names, earliest run-out first, ties
+        by name, joined with ``", "``), both ``string[pyarrow]``. No rows without a
+        ``category`` column.
+    """
+    if within_days < 0:
+        raise ValueError(f"within_days must be >= 0, not {within_days!r}")
+    tz = getattr(transactions["ordered_at"].dtype, "tz", None)
+    cut = int(cutoff_timestamp(as_of, tz).as_unit("ns").value)
+    if "category" not in transactions.columns:
+        return _due_frame(pa.array([], pa.large_string()), pa.array([], pa.large_string()))
+    with ThreadPoolExecutor(_THREADS) as pool:
+        coding = pool.submit(_customer_codes, transactions["customer_id"])
+        lines = _lines(transactions, cut, orders=False)
+        (codes,), ids, by_id = coding.result()
+        lines.ci = codes[lines.rows]
+        block = partial(_block_features, lines, cut, orders=False)
+        found = _joined(pool.map(block, _blocks(lines.ci, len(ids))))
+    categories = lines.categories
+    assert categories is not None  # a category column gives a dictionary
+    n_categories = lines.n_categories
+    lines.clear()
+    if not found:  # no line before the cutoff
+        return _due_frame(pa.array([], pa.large_string()), pa.array([], pa.large_string()))
+    population = _group_medians(found.pop("cycle_cat"), found.pop("cycle"), n_categories)
+    due = _run_outs(found, population, cut)
+    hit = np.flatnonzero((due >= 0) & (due < within_days))
+    ci, cat, due = found["seg_ci"][hit], found["seg_cat"][hit], due[hit]
+    customer_rank = np.empty(len(ids), _I64)
+    customer_rank[by_id] = np.arange(len(ids))
+    name_rank = np.empty(n_categories, _I64)
+    name_rank[pc.sort_indices(categories).to_numpy()] = np.arange(n_categories)
+    order = np.lexsort((name_rank[cat], due, customer_rank[ci]))
+    ci, cat = ci[order], cat[order]
+    heads = np.flatnonzero(_starts(ci))
+    offsets = pa.array(np.append(heads, len(ci)).astype(np.int32))
+    names = pa.ListArray.from_arrays(offsets, categories.take(pa.array(cat)))
+    return _due_frame(
+        ids.take(pa.array(ci[heads])), pc.binary_join(names, pa.scalar(", ", pa.large_string()))
+    )
+
+
+def _due_frame(ids: pa.Array, names: pa.Array) -> pd.DataFrame:
+    """The frame of ``due_categories``: both columns ``string[pyarrow]``."""
+    return pd.DataFrame(
+        {
+            "customer_id": pd.arrays.ArrowStringArray(ids.cast(pa.large_string())),
+            "categories_due": pd.arrays.ArrowStringArray(names.cast(pa.large_string())),
+        }
+    )

@@ -164,6 +164,22 @@ def _print_features(result: dict[str, Any]) -> None:
 
 
 def _print_lookup(result: dict[str, Any], timezone: str) -> None:
+    _print_online(result, timezone)
+    row = result.get("score") or {}
+    if not row:
+        typer.echo(f"customer {result['customer_id']}: no scores (run ltv score)")
+        return
+    typer.echo(f"latest scores (as of {row['as_of']:%Y-%m-%d}, run {row.get('run_id', '-')}):")
+    for name, value in row.items():
+        if name not in ("customer_id", "as_of", "run_id") and not name.startswith("reason_"):
+            typer.echo(f"    {name:<32} {_cell(value)}")
+    typer.echo("  why (strongest drivers of the churn score):")
+    for i in (1, 2, 3):
+        if f"reason_{i}" in row:
+            typer.echo(f"    {i}. {row[f'reason_{i}']}")
+
+
+def _print_online(result: dict[str, Any], timezone: str) -> None:
     if not result["views"]:
         typer.echo("no feature views registered yet: run ltv features first")
         return
@@ -206,10 +222,6 @@ def demo(
     typer.echo(f"demo data: {result['data']}")
     _print_validation(result)
     _print_features(result["features"])
-    typer.echo(
-        f"\n$ ltv lookup {result['lookup']['customer_id']} --at {result['features']['as_of']}"
-    )
-    _print_lookup(result["lookup"], settings.timezone)
     typer.echo(f"\n$ ltv train --data {result['data']} --as-of {result['features']['as_of']}")
     _print_training(result["training"])
     champions = ", ".join(
@@ -218,6 +230,12 @@ def demo(
         if m["alias"] == "champion"
     )
     typer.echo(f"champions: {champions or 'unchanged (no new version beat the champion)'}")
+    as_of = result["features"]["as_of"]
+    budget = result["scoring"]["budget"]
+    typer.echo(f"\n$ ltv score --data {result['data']} --as-of {as_of} --budget {budget:g}")
+    _print_scoring(result["scoring"])
+    typer.echo(f"\n$ ltv lookup {result['lookup']['customer_id']} --at {as_of}")
+    _print_lookup(result["lookup"], settings.timezone)
     typer.echo(f"MLflow UI: make mlflow-ui WORKDIR={settings.workdir}")
 
 
@@ -363,8 +381,62 @@ def score(
     dask_address: DaskAddress = None,
 ) -> None:
     """Score every customer; write coupon and recall lists."""
-    _as_of(as_of)
-    _not_yet("score", 5)
+    from flows.score import score as score_flow
+
+    _local_only(runner)
+    cutoff = _as_of(as_of)
+    if budget is not None and budget < 0:
+        _fail(f"error: --budget must be 0 or more, not {budget}", EXIT_INPUT)
+    settings = _settings(workdir)
+    _preflight(data)
+    result = _run(
+        lambda: score_flow(data=data, as_of=cutoff, workdir=settings.workdir, budget=budget)
+    )
+    _print_scoring(result)
+
+
+def _print_scoring(result: dict[str, Any], top: int = 5) -> None:
+    """The run summary, then the top of the coupon and recall lists."""
+    import pandas as pd
+
+    budget = result["budget"]
+    models = ", ".join(f"{name} v{m['version']}" for name, m in result["models"].items())
+    typer.echo(
+        f"scored {result['scored']:,} of {result['customers']:,} customers at {result['as_of']} "
+        f"(run {result['run_id']}; models {models})"
+    )
+    typer.echo(f"  per stage:     {_pairs(result['customers_per_stage'])}")
+    typer.echo(f"  per risk band: {_pairs(result['customers_per_risk_band'])}")
+    limit = "no limit" if budget is None else f"{budget:,.2f}"
+    typer.echo(
+        f"  coupons:       {result['coupon_list']:,} ({_pairs(result['coupons_per_tier'])}); "
+        f"control group {result['control_group']:,}"
+    )
+    typer.echo(
+        f"  budget:        expected cost {result['planned_cost']:,.2f} of {limit} "
+        f"({result['budget_used']:,.2f} sent, {result['control_cost_withheld']:,.2f} held back "
+        f"in the control group); expected incremental value "
+        f"{result['expected_incremental_value']:,.2f}"
+    )
+    typer.echo(f"  uplift:        {result['uplift_method']}")
+    typer.echo(
+        f"  win-back:      {result['recall_list']:,} dormant or lost customers ranked "
+        f"({result['recall_without_channel']:,} with no channel reached in 180 days)"
+    )
+    for name in ("coupon_list", "recall_list"):
+        frame = pd.read_parquet(result["paths"][name]).head(top)
+        typer.echo(f"\ntop of {name} ({result['paths'][name]}):")
+        if frame.empty:
+            typer.echo("  (empty)")
+            continue
+        shown = frame.drop(columns=["as_of", "reason_2", "reason_3"], errors="ignore")
+        typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    typer.echo(f"\ntables: {Path(result['paths']['scored_customers']).parent}")
+    typer.echo(f"CSV: {result['paths']['exports']}  DuckDB: {result['paths']['duckdb']}")
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
 
 
 @app.command()
@@ -383,14 +455,14 @@ def lookup(
     ] = None,
     workdir: Workdir = None,
 ) -> None:
-    """Online features (and, from issue 5, the latest scores) for one customer."""
+    """Online features and the latest scores (with reasons) for one customer."""
     from flows.features import lookup as lookup_flow
 
     settings = _settings(workdir)
     moment = _midnight(_as_of(at, "--at"), settings.timezone) if at else None
     result = _run(lambda: lookup_flow(customer_id=customer_id, workdir=settings.workdir, at=moment))
     _print_lookup(result, settings.timezone)
-    if not result["found"]:
+    if not (result["found"] or result["score"]):
         raise typer.Exit(1)
 
 

@@ -11,6 +11,7 @@ from prefect import flow
 from features.contracts import cutoff_timestamp
 from flows.data import add_defects, describe, generate_data, load_data, rules_from
 from flows.features import lookup, register_snapshot
+from flows.score import score
 from flows.settings import get_settings
 from flows.train import train
 
@@ -18,6 +19,8 @@ from flows.train import train
 DEMO_DEFECTS = 0.002
 #: The demo's "this morning": the day after the synthetic window ends.
 DEMO_AS_OF = datetime.date(2026, 7, 1)
+#: The demo's coupon budget (expected cost, CNY) per customer: 2,000 for 5,000 customers.
+DEMO_BUDGET_PER_CUSTOMER = 0.4
 
 
 @flow(name="ltv-demo")
@@ -29,12 +32,14 @@ def demo(customers: int, workdir: Path) -> dict[str, Any]:
     add_defects(data, DEMO_DEFECTS, settings.seed)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     features = register_snapshot(dataset, DEMO_AS_OF, workdir, settings.env)
+    models = train(data, DEMO_AS_OF, workdir)
+    scoring = score(data, DEMO_AS_OF, workdir, budget=DEMO_BUDGET_PER_CUSTOMER * customers)
     morning = cutoff_timestamp(DEMO_AS_OF, settings.timezone).to_pydatetime()
     example = lookup(features["top_customer"], workdir, at=morning)
-    models = train(data, DEMO_AS_OF, workdir)
     return describe(dataset) | {
         "data": str(data),
         "features": features,
         "lookup": example,
         "training": models,
+        "scoring": scoring,
     }

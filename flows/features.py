@@ -22,6 +22,7 @@ from features.dataset import Dataset
 from features.io import InputError, write_parquet
 from flows import feature_store
 from flows.data import load_data, rules_from
+from flows.outputs import score_row
 from flows.settings import get_settings
 
 
@@ -89,12 +90,17 @@ def features(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
 
 @flow(name="ltv-lookup")
 def lookup(customer_id: str, workdir: Path, at: datetime.datetime | None = None) -> dict[str, Any]:
-    """One customer's online features, per view, blank where older than the view's TTL."""
+    """One customer's online features and latest scores.
+
+    Online values are per view, blank where older than the view's TTL; the scores are the
+    customer's row of the latest scoring at or before ``at``.
+    """
     store = feature_store.open_store(workdir, get_settings().env)
     views = feature_store.lookup(store, customer_id, at)
     return {
         "customer_id": customer_id,
         "found": any(v.as_of is not None for v in views),
+        "score": score_row(workdir, customer_id, at.date() if at else None),
         "views": [
             {
                 "view": v.view,

@@ -53,6 +53,29 @@ class TrainSettings(BaseModel):
         return self
 
 
+class ScoreSettings(BaseModel):
+    """How ``ltv score`` turns the scores into lists."""
+
+    budget: float | None = Field(
+        None, ge=0, description="coupon budget per scoring (expected cost); none = no limit"
+    )
+    policy_file: Path | None = Field(
+        None, description="coupon tiers YAML; default: the coupon_policy.yaml shipped in flows/"
+    )
+    risk_high: float = Field(0.7, gt=0, le=1, description="churn_prob from which risk is high")
+    risk_medium: float = Field(0.4, gt=0, le=1, description="churn_prob from which it is medium")
+    baseline_sample: int = Field(
+        200_000, ge=1_000, description="customers the comparison BG/NBD is fitted on (seeded)"
+    )
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> ScoreSettings:
+        """The medium band starts below the high one."""
+        if self.risk_medium >= self.risk_high:
+            raise ValueError("risk_medium must be below risk_high")
+        return self
+
+
 class MlflowSettings(BaseModel):
     """Where runs and registered models go."""
 
@@ -79,6 +102,7 @@ class Settings(BaseSettings):
     seed: int = 42
     ingest: IngestSettings = IngestSettings()
     train: TrainSettings = TrainSettings()
+    score: ScoreSettings = ScoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
     @classmethod

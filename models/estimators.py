@@ -22,6 +22,7 @@ thread count; same data, same model text.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,7 @@ class Design:
     valid: lgb.Dataset
     x_valid: pd.DataFrame
     names: list[str]
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def build(cls, fit: pd.DataFrame, valid: pd.DataFrame, config: TrainConfig) -> Design:
@@ -204,10 +206,11 @@ class Design:
     ) -> tuple[lgb.Dataset, lgb.Dataset]:
         """Datasets of the chosen rows (boolean masks) with their labels."""
         chosen = []
-        for base, rows, y in ((self.fit, fit_rows, y_fit), (self.valid, valid_rows, y_valid)):
-            part = base.subset(np.flatnonzero(rows).tolist()).construct()
-            part.set_label(np.asarray(y, dtype=float))
-            chosen.append(part)
+        with self.lock:  # models training side by side take their subsets one at a time
+            for base, rows, y in ((self.fit, fit_rows, y_fit), (self.valid, valid_rows, y_valid)):
+                part = base.subset(np.flatnonzero(rows).tolist()).construct()
+                part.set_label(np.asarray(y, dtype=float))
+                chosen.append(part)
         return chosen[0], chosen[1]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "Promotion",
+    "Registered",
     "Run",
     "Tracker",
     "default_tracking_uri",
@@ -107,6 +108,18 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("lightgbm", "numpy", "pandas", "scipy")]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered model version, loaded: booster, companion files, run and parameters."""
+
+    name: str
+    version: str
+    run_id: str
+    params: dict[str, str]
+    booster: lgb.Booster
+    files: Path
 
 
 @dataclass(frozen=True)
@@ -275,6 +288,20 @@ class Tracker:
         if version is None:
             return None
         return self.load_booster(name, version), version
+
+    def champion_bundle(self, name: str) -> Registered | None:
+        """The ``champion`` version of ``name`` with its run, parameters and files, if any.
+
+        The alias is read once, so a promotion happening meanwhile gives the old champion or
+        the new one, whole (R12).
+        """
+        version = self.champion_version(name)
+        if version is None:
+            return None
+        booster, files = self.load_bundle(name, version)
+        run_id = str(self.client.get_model_version(name, version).run_id)
+        params = dict(self.client.get_run(run_id).data.params)
+        return Registered(name, version, run_id, params, booster, files)
 
     def champion_version(self, name: str) -> str | None:
         """The version holding alias ``champion`` of registered model ``name``, if any."""

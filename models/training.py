@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -41,6 +45,7 @@ __all__ = [
     "Predictions",
     "evaluation_customers",
     "load_part",
+    "models_from_parts",
     "monthly_cutoffs",
     "predict",
     "save_parts",
@@ -122,29 +127,62 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
     def binary(column: str, source: pd.DataFrame) -> np.ndarray:
         return source[column].astype(bool).to_numpy(dtype=float)
 
-    churn = fit_classifier(design, every, binary("churned", fit), binary("churned", valid), config)
-    purchase = fit_classifier(
-        design, every, binary("purchased_30d", fit), binary("purchased_30d", valid), config
-    )
     # Time to the next order, among rows whose next order was observed (not censored).
     seen = (
         ~fit["next_order_censored"].astype(bool).to_numpy(),
         ~valid["next_order_censored"].astype(bool).to_numpy(),
     )
-    days = fit_regressor(
-        design,
-        seen,
-        fit["days_to_next_order"].to_numpy(dtype=float)[seen[0]] + 0.5,
-        valid["days_to_next_order"].to_numpy(dtype=float)[seen[1]] + 0.5,
-        config,
-    )
     spend_fit = fit["spend_180d"].to_numpy(dtype=float)
     spend_valid = valid["spend_180d"].to_numpy(dtype=float)
     spent = (spend_fit > 0, spend_valid > 0)
-    buy = fit_classifier(design, every, spent[0].astype(float), spent[1].astype(float), config)
-    spend = fit_regressor(design, spent, spend_fit[spent[0]], spend_valid[spent[1]], config)
+    # The five boosters train side by side, one thread each: small trees leave most of a
+    # multi-threaded round waiting, so parallel models use the cores better. The trees do not
+    # depend on the thread count (deterministic=True, row-wise), so neither do the models.
+    single = replace(config, num_threads=1)
+    jobs: dict[str, Callable[[], Classifier | Regressor]] = {
+        "churn": partial(
+            fit_classifier,
+            design,
+            every,
+            binary("churned", fit),
+            binary("churned", valid),
+            single,
+        ),
+        "purchase_30d": partial(
+            fit_classifier,
+            design,
+            every,
+            binary("purchased_30d", fit),
+            binary("purchased_30d", valid),
+            single,
+        ),
+        "next_order_days": partial(
+            fit_regressor,
+            design,
+            seen,
+            fit["days_to_next_order"].to_numpy(dtype=float)[seen[0]] + 0.5,
+            valid["days_to_next_order"].to_numpy(dtype=float)[seen[1]] + 0.5,
+            single,
+        ),
+        "value_buy": partial(
+            fit_classifier, design, every, spent[0].astype(float), spent[1].astype(float), single
+        ),
+        "value_spend": partial(
+            fit_regressor, design, spent, spend_fit[spent[0]], spend_valid[spent[1]], single
+        ),
+    }
+    with ThreadPoolExecutor(max(1, config.num_threads)) as pool:
+        running = {name: pool.submit(job) for name, job in jobs.items()}
+        fitted = {name: future.result() for name, future in running.items()}
     horizon = int(frame["horizon_days"].iloc[0]) if "horizon_days" in frame else 90
-    return Models(churn, purchase, days, buy, spend, horizon)
+    return Models(
+        churn=cast(Classifier, fitted["churn"]),
+        purchase_30d=cast(Classifier, fitted["purchase_30d"]),
+        next_order_days=cast(Regressor, fitted["next_order_days"]),
+        value_buy=cast(Classifier, fitted["value_buy"]),
+        value_spend=cast(Regressor, fitted["value_spend"]),
+        horizon_days=horizon,
+    )
 
 
 def predict(models: Models, frame: pd.DataFrame) -> Predictions:
@@ -203,6 +241,24 @@ def load_part(kind: str, booster: lgb.Booster, files: Path) -> dict[str, Classif
         else:
             parts[part] = Regressor(model, names)
     return parts
+
+
+def models_from_parts(parts: dict[str, Classifier | Regressor], horizon_days: int) -> Models:
+    """The :class:`Models` of loaded bundle parts (:func:`load_part` of every bundle).
+
+    Raises:
+        ValueError: a part is missing, or a classifier stands where a regression should (or
+            the other way round).
+    """
+    expected = {name: f.type for name, f in Models.__dataclass_fields__.items()}
+    chosen: dict[str, Any] = {}
+    for name in (p for parts_of in BUNDLES.values() for p in parts_of):
+        kind = Classifier if expected[name] in ("Classifier", Classifier) else Regressor
+        part = parts.get(name)
+        if not isinstance(part, kind):
+            raise ValueError(f"model part {name} is missing or not a {kind.__name__}")
+        chosen[name] = part
+    return Models(**chosen, horizon_days=horizon_days)
 
 
 def monthly_cutoffs(

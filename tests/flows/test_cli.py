@@ -29,16 +29,31 @@ def test_help_lists_every_design_verb(ltv):
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["score", "--data", "d", "--as-of", "2024-01-01", "--budget", "100"], 5),
         (["monitor", "--data", "d", "--as-of", "2024-01-01"], 6),
         (["report", "--as-of", "2024-01-01"], 6),
     ],
-    ids=["score", "monitor", "report"],
+    ids=["monitor", "report"],
 )
 def test_verbs_not_built_yet_say_so_in_one_line(ltv, args, issue):
     out = ltv(*args)
     assert out.returncode == 3
     assert out.stderr.strip() == f"ltv {args[0]}: not implemented yet (planned in issue #{issue})"
+
+
+def test_score_without_a_trained_model_says_to_train_first(ltv, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "transactions.csv").write_text(
+        "customer_id,order_id,ordered_at,amount\nC1,O1,2024-01-01,10\nC1,O2,2024-02-01,12\n"
+    )
+    work = str(tmp_path / "work")
+    out = ltv("score", "--data", str(data), "--as-of", "2024-03-01", "--workdir", work)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "no champion version of model ltv-churn" in out.stderr
+    assert "run ltv train first" in out.stderr and "Traceback" not in out.stderr
+    negative = ltv("score", "--data", str(data), "--as-of", "2024-03-01", "--budget", "-5")
+    assert negative.returncode == 2
+    assert negative.stderr.strip() == "error: --budget must be 0 or more, not -5.0"
 
 
 def test_bad_date_is_an_input_error(ltv):

@@ -36,6 +36,20 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     assert "champions: ltv-churn v1, ltv-next-purchase v1, ltv-value v1" in out.stdout
     assert f"MLflow UI: make mlflow-ui WORKDIR={tmp_path / 'work'}" in out.stdout
     assert (tmp_path / "work" / "mlflow.db").exists()
+    # ... then scores every customer, prints the run summary and the top of both lists.
+    scores = tmp_path / "work" / "scores" / "as_of=2026-07-01"
+    scored = pd.read_parquet(scores / "scored_customers.parquet")
+    assert len(scored) == 400
+    assert "$ ltv score --data" in out.stdout and "--budget 160" in out.stdout
+    assert f"of 400 customers at 2026-07-01 (run {scored['run_id'].iloc[0]};" in out.stdout
+    assert "expected cost" in out.stdout and "of 160.00" in out.stdout
+    assert f"top of coupon_list ({scores / 'coupon_list.parquet'})" in out.stdout
+    assert f"top of recall_list ({scores / 'recall_list.parquet'})" in out.stdout
+    assert (tmp_path / "work" / "exports" / "as_of=2026-07-01" / "coupon_list.csv").exists()
+    # ... and the lookup shows the top customer's scores with the reasons.
+    row = scored.set_index("customer_id").loc[top["customer_id"]]
+    assert f"latest scores (as of 2026-07-01, run {row['run_id']})" in out.stdout
+    assert f"    1. {row['reason_1']}" in out.stdout
 
 
 def test_completejourney_import_then_validate(tmp_path):

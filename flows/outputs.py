@@ -1,0 +1,187 @@
+"""The scored tables on disk: one whole set per ``as_of``, swapped in atomically.
+
+Layout under the work directory (DESIGN.md):
+
+- ``scores/as_of=YYYY-MM-DD/``: ``scored_customers.parquet``, ``coupon_list.parquet``,
+  ``recall_list.parquet`` and ``summary.json``;
+- ``exports/as_of=YYYY-MM-DD/``: the same tables as spreadsheet-safe CSV;
+- ``ltv.duckdb``: tables ``scored_customers``, ``coupon_list`` and ``recall_list`` with an
+  ``as_of`` column (the scoring date, a ``DATE``), one date's rows replaced in one
+  transaction.
+
+A set is written into a hidden temporary directory beside its final place and renamed into
+place under an exclusive file lock (readers of a whole set, :func:`read_set`, take it
+shared), together with the DuckDB rows, so two runs for the same
+``as_of`` at once leave one complete set (the later one), never a mix, and a crash leaves the
+old set (R1, R4). The files are written deterministically: the same tables give the same bytes
+(R3).
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+from features.duck import quote
+from models.policy import spreadsheet_safe
+
+__all__ = [
+    "TABLES",
+    "latest_scores",
+    "previous_scores",
+    "read_set",
+    "score_row",
+    "set_dir",
+    "write_set",
+]
+
+#: The tables of a scoring set, in the order they are written.
+TABLES = ("scored_customers", "coupon_list", "recall_list")
+
+
+def set_dir(workdir: Path, as_of: datetime.date, kind: str = "scores") -> Path:
+    """``<workdir>/<kind>/as_of=YYYY-MM-DD``."""
+    return workdir / kind / f"as_of={as_of:%Y-%m-%d}"
+
+
+@contextmanager
+def _locked(workdir: Path, *, shared: bool = False) -> Iterator[None]:
+    """A lock on the work directory's outputs: exclusive to write a set, shared to read one."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".outputs.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _swap(staged: Path, final: Path) -> None:
+    """Put ``staged`` in the place of ``final`` (which may exist), then drop the old one."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_set(
+    workdir: Path,
+    as_of: datetime.date,
+    tables: dict[str, pd.DataFrame],
+    summary: dict[str, Any],
+) -> dict[str, str]:
+    """Write the tables of ``as_of`` (Parquet, CSV, DuckDB) and the summary, as one set.
+
+    Returns:
+        Where each table went.
+    """
+    final = {kind: set_dir(workdir, as_of, kind) for kind in ("scores", "exports")}
+    staged = {}
+    for kind, path in final.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        for name, frame in tables.items():
+            frame.to_parquet(staged["scores"] / f"{name}.parquet", index=False)
+            spreadsheet_safe(frame).to_csv(staged["exports"] / f"{name}.csv", index=False)
+        text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+        (staged["scores"] / "summary.json").write_text(text)
+        with _locked(workdir):
+            _to_duckdb(workdir / "ltv.duckdb", as_of, tables)
+            for kind in final:
+                _swap(staged[kind], final[kind])
+    finally:
+        for path in staged.values():
+            shutil.rmtree(path, ignore_errors=True)
+    out = {name: str(final["scores"] / f"{name}.parquet") for name in tables}
+    return out | {"exports": str(final["exports"]), "duckdb": str(workdir / "ltv.duckdb")}
+
+
+def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pd.DataFrame]) -> None:
+    """Replace the rows of ``as_of`` in each table, in one transaction."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for name, frame in tables.items():
+            con.register("incoming", frame)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+            have = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
+            for column in frame.columns:
+                if column not in have:  # a column added since the table was made
+                    kind = con.execute(f"SELECT typeof({quote(column)}) FROM incoming LIMIT 1")
+                    found = kind.fetchone()
+                    sql_type = found[0] if found else "VARCHAR"
+                    con.execute(f"ALTER TABLE {name} ADD COLUMN {quote(column)} {sql_type}")
+            con.execute(f"DELETE FROM {name} WHERE as_of = DATE '{as_of}'")
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+            con.unregister("incoming")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
+def _dates(workdir: Path) -> list[datetime.date]:
+    """The ``as_of`` dates with a complete scoring set, oldest first."""
+    found = []
+    for path in (workdir / "scores").glob("as_of=*"):
+        if (path / "summary.json").exists():
+            found.append(datetime.date.fromisoformat(path.name.removeprefix("as_of=")))
+    return sorted(found)
+
+
+def read_set(
+    workdir: Path, as_of: datetime.date, columns: dict[str, list[str]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The tables of the set of ``as_of``, read whole under a shared lock (never a mix)."""
+    wanted = columns or dict.fromkeys(TABLES)
+    with _locked(workdir, shared=True):
+        return {
+            name: pd.read_parquet(set_dir(workdir, as_of) / f"{name}.parquet", columns=cols)
+            for name, cols in wanted.items()
+        }
+
+
+def previous_scores(workdir: Path, as_of: datetime.date, columns: list[str]) -> pd.DataFrame | None:
+    """``columns`` of the latest scoring strictly before ``as_of``, if there is one."""
+    earlier = [d for d in _dates(workdir) if d < as_of]
+    if not earlier:
+        return None
+    return read_set(workdir, earlier[-1], {"scored_customers": columns})["scored_customers"]
+
+
+def latest_scores(workdir: Path, at: datetime.date | None = None) -> datetime.date | None:
+    """The latest scoring date (at or before ``at`` when given)."""
+    dates = [d for d in _dates(workdir) if at is None or d <= at]
+    return dates[-1] if dates else None
+
+
+def score_row(workdir: Path, customer_id: str, at: datetime.date | None = None) -> dict[str, Any]:
+    """One customer's row of the latest scoring (at or before ``at``); empty if none."""
+    as_of = latest_scores(workdir, at)
+    if as_of is None:
+        return {}
+    path = set_dir(workdir, as_of) / "scored_customers.parquet"
+    with _locked(workdir, shared=True):
+        table = pq.read_table(path, filters=[("customer_id", "=", customer_id)])
+    if table.num_rows == 0:
+        return {}
+    row = table.slice(0, 1).to_pylist()[0]
+    return {key: value for key, value in row.items() if value is not None}

@@ -1,0 +1,358 @@
+"""Scoring flow: every customer into one table, then coupon tiers, a control group and win-back.
+
+``ltv score --data DIR --as-of DATE [--budget AMOUNT]``:
+
+1. the ``champion`` version of each registered model (native LightGBM; without one the flow
+   stops: "run ltv train first");
+2. the feature snapshot at ``as_of`` (the definitions training used; written beside the
+   training snapshots);
+3. scores, BG/NBD's P(alive) for comparison, risk bands, value percentiles, segment migration,
+   restock reminders and three plain-words reasons per customer (``models.scoring``,
+   ``models.explain``);
+4. coupon tiers within the budget (``models.policy``, uplift from past coupon touches by
+   ``models.uplift``), a stratified control group, and the win-back ranking;
+5. the tables, written as one set (``flows.outputs``), and a run summary.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from features import due_categories
+from features.contracts import cutoff_timestamp
+from features.dataset import Dataset
+from features.io import InputError
+from features.orders import order_table
+from flows.data import load_data, rules_from
+from flows.features import build_snapshot, write_snapshot
+from flows.outputs import previous_scores, write_set
+from flows.settings import Settings, get_settings
+from flows.train import REGISTERED, SERVICES, tracker_for
+from models.btyd import Baseline, bgnbd_summary
+from models.explain import reasons
+from models.policy import CouponPolicy, load_policy
+from models.scoring import (
+    RECALL_STAGES,
+    RiskBands,
+    baseline_columns,
+    coupon_columns,
+    model_columns,
+    recall_columns,
+    segment_migration,
+    touches_within,
+    value_percentile,
+)
+from models.tracking import Registered, fingerprint
+from models.training import Models, load_part, models_from_parts
+from models.uplift import (
+    estimate_uplift,
+    orders_with_discount,
+    segments,
+    uplift_unavailable_reason,
+)
+
+#: Columns of ``coupon_list`` and ``recall_list`` (besides the keys), in order.
+COUPON_COLUMNS = (
+    "customer_id",
+    "as_of",
+    "coupon_tier",
+    "coupon_value",
+    "expected_incremental_value",
+    "expected_coupon_cost",
+    "churn_prob",
+    "p_purchase_30d",
+    "predicted_value_180d",
+    "lifecycle_stage",
+    "rfm_segment",
+    "best_channel",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+)
+RECALL_COLUMNS = (
+    "customer_id",
+    "as_of",
+    "recall_priority",
+    "expected_recovered_value",
+    "p_reactivation",
+    "churn_prob",
+    "predicted_value_180d",
+    "lifecycle_stage",
+    "best_channel",
+    "days_since_last_order",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+)
+
+
+@dataclass
+class Champions:
+    """The champion models of a scoring, with where they come from."""
+
+    models: Models
+    versions: dict[str, Registered]
+
+    @property
+    def label(self) -> str:
+        """``ltv-churn:3|ltv-next-purchase:2|ltv-value:2``."""
+        return "|".join(f"{r.name}:{r.version}" for r in self.versions.values())
+
+
+def default_policy_file() -> Path:
+    """The coupon policy shipped with the package."""
+    return Path(str(resources.files("flows").joinpath("coupon_policy.yaml")))
+
+
+@task(name="load-champions", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def load_champions(settings: Settings, workdir: Path) -> Champions:
+    """The ``champion`` version of every registered model (native LightGBM only)."""
+    tracker = tracker_for(settings, workdir)
+    versions, parts = {}, {}
+    for kind, name in REGISTERED.items():
+        found = tracker.champion_bundle(name)
+        if found is None:
+            raise InputError(
+                f"no champion version of model {name} in {tracker.uri}: run ltv train first"
+            )
+        versions[kind] = found
+        parts.update(load_part(kind, found.booster, found.files))
+    horizon = int(versions["churn"].params.get("horizon_days", settings.train.horizon_days))
+    return Champions(models_from_parts(parts, horizon), versions)
+
+
+@task(name="bgnbd-comparison", cache_policy=NO_CACHE)
+def bgnbd_scores(
+    dataset: Dataset, as_of: datetime.date, sample: int, seed: int, horizon: int
+) -> pd.DataFrame:
+    """BG/NBD + Gamma-Gamma fitted at ``as_of`` (on a seeded sample of customers), all scored."""
+    orders = order_table(dataset.transactions, before=as_of)
+    tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
+    summary = bgnbd_summary(orders, cutoff_timestamp(as_of, tz))
+    fit_on = summary.sample(n=sample, random_state=seed) if len(summary) > sample else summary
+    return Baseline.fit(fit_on.sort_index()).predict(summary, horizon_days=horizon)
+
+
+@task(name="score-customers", cache_policy=NO_CACHE)
+def score_table(
+    snapshot: pd.DataFrame,
+    champions: Champions,
+    baseline: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    due: pd.DataFrame,
+    bands: RiskBands,
+) -> pd.DataFrame:
+    """Scores, comparison, bands, percentiles, migration, restock reminders and reasons."""
+    missing = sorted({f for p in _parts(champions.models) for f in p.features} - set(snapshot))
+    if missing:
+        raise InputError(
+            f"the champion models need features the snapshot lacks: {', '.join(missing[:5])}; "
+            "retrain with ltv train on this data"
+        )
+    scores, _ = model_columns(champions.models, snapshot, bands)
+    keys = snapshot[["customer_id", "as_of"]].copy()
+    out = pd.concat([keys, scores], axis=1)
+    out = pd.concat([out, baseline_columns(baseline, snapshot["customer_id"])], axis=1)
+    for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
+        out[column] = snapshot[column].to_numpy()
+    out["value_percentile_in_stage"] = value_percentile(
+        out["predicted_value_180d"], out["lifecycle_stage"]
+    ).to_numpy()
+    out = pd.concat([out, segment_migration(out, previous)], axis=1)
+    restock = due.set_index("customer_id")["categories_due"]
+    out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).to_numpy()
+    buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
+    why = reasons(champions.models.churn.booster, snapshot[buyers])
+    for column in ("reason_1", "reason_2", "reason_3"):
+        text = pd.Series(pd.NA, index=out.index, dtype="string")
+        text[buyers] = why[column].to_numpy()
+        out[column] = text
+    out.loc[~buyers, "reason_1"] = "no order yet"
+    return pd.concat([out, recall_columns(out, snapshot)], axis=1)
+
+
+def _parts(models: Models) -> list[Any]:
+    return [
+        models.churn,
+        models.purchase_30d,
+        models.next_order_days,
+        models.value_buy,
+        models.value_spend,
+    ]
+
+
+@task(name="coupon-tiers", cache_policy=NO_CACHE)
+def coupon_tiers(
+    scored: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    dataset: Dataset,
+    policy: CouponPolicy,
+    budget: float | None,
+    as_of: datetime.date,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Each customer's coupon tier within the budget, and the control group.
+
+    The uplift of each tier comes from past coupon touches (``models.uplift``, by segment) or,
+    without coupon history, from the policy's ``default_uplift``.
+    """
+    tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
+    stamp = cutoff_timestamp(as_of, tz)
+    table = estimate_uplift(
+        dataset.transactions, dataset.touches, as_of=as_of, window_days=policy.window_days
+    )
+    if table is not None:
+        orders = orders_with_discount(dataset.transactions, before=as_of)
+        segment = segments(orders, scored["customer_id"], stamp)
+        uplift = table.for_customers(segment, list(policy.coupon_values))
+        method = "by segment from past coupon touches (models.uplift)"
+    else:
+        uplift = np.tile(policy.default_uplifts, (len(scored), 1))
+        why = uplift_unavailable_reason(
+            dataset.touches, as_of=as_of, window_days=policy.window_days
+        )
+        method = f"default_uplift of the policy ({why or 'no usable coupon touch'})"
+    cap = policy.frequency_cap
+    capped = touches_within(dataset.touches, scored["customer_id"], stamp, cap.days)
+    opted = np.zeros(len(scored), dtype=bool)
+    if dataset.customers is not None and policy.opt_out_column in dataset.customers.columns:
+        flags = dataset.customers.drop_duplicates("customer_id").set_index("customer_id")
+        flag = flags[policy.opt_out_column].reindex(scored["customer_id"].to_numpy())
+        opted = flag.fillna(False).astype(bool).to_numpy()
+    out, totals = coupon_columns(
+        scored,
+        snapshot,
+        uplift,
+        policy,
+        budget=budget,
+        capped=capped >= cap.max_touches,
+        opted_out=opted,
+        as_of=as_of,
+        seed=seed,
+    )
+    facts = totals | {
+        "uplift_method": method,
+        "budget": budget,
+        "frequency_capped": int(out["frequency_capped"].sum()),
+        "opted_out": int(opted.sum()),
+        "uplift": table.describe().to_dict("records") if table is not None else [],
+    }
+    return out, facts
+
+
+@task(name="write-outputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def write_outputs(
+    workdir: Path, as_of: datetime.date, tables: dict[str, pd.DataFrame], summary: dict[str, Any]
+) -> dict[str, str]:
+    """The set of ``as_of``, swapped in whole."""
+    return write_set(workdir, as_of, tables, summary)
+
+
+def scoring_id(parts: dict[str, Any]) -> str:
+    """A scoring's id: a hash of what it was computed from (the same inputs, the same id)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions) -> dict[str, Any]:
+    """What the campaign team reads first: counts per tier and stage, budget, control, lists."""
+    tiered = scored["coupon_tier"].notna()
+    control = scored["in_control_group"]
+    reasons_top = scored.loc[scored["churn_risk_band"] == "high", "reason_1"]
+    return {
+        "customers": len(scored),
+        "scored": int(scored["churn_prob"].notna().sum()),
+        "customers_per_stage": _counts(scored["lifecycle_stage"]),
+        "customers_per_risk_band": _counts(scored["churn_risk_band"]),
+        "coupons_per_tier": _counts(scored.loc[tiered & ~control, "coupon_tier"]),
+        "control_per_tier": _counts(scored.loc[tiered & control, "coupon_tier"]),
+        "coupon_list": int((tiered & ~control).sum()),
+        "control_group": int((tiered & control).sum()),
+        "recall_list": int(scored["recall_priority"].notna().sum()),
+        "recall_without_channel": int(
+            (scored["recall_priority"].notna() & scored["best_channel"].isna()).sum()
+        ),
+        "top_reasons_high_risk": _counts(reasons_top.str.replace(r"\d[\d,.]*", "N", regex=True))
+        if len(reasons_top)
+        else {},
+        "models": {
+            r.name: {"version": r.version, "run_id": r.run_id} for r in champions.versions.values()
+        },
+        **facts,
+    }
+
+
+def _counts(values: pd.Series, top: int = 10) -> dict[str, int]:
+    counts = values.dropna().astype(str).value_counts()
+    counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    return {str(k): int(v) for k, v in counts.head(top).items()}
+
+
+@flow(name="ltv-score")
+def score(
+    data: Path, as_of: datetime.date, workdir: Path, budget: float | None = None
+) -> dict[str, Any]:
+    """Score every customer known at ``as_of``; coupon tiers, control group, win-back list."""
+    settings = get_settings()
+    budget = settings.score.budget if budget is None else budget
+    policy_path = settings.score.policy_file or default_policy_file()
+    policy = load_policy(policy_path)
+    champions = load_champions(settings, workdir)
+    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    snapshot = build_snapshot(dataset, as_of)
+    write_snapshot(snapshot, workdir, as_of)
+    baseline = bgnbd_scores(
+        dataset,
+        as_of,
+        settings.score.baseline_sample,
+        settings.seed,
+        champions.models.horizon_days,
+    )
+    previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])
+    due = due_categories(dataset.transactions, as_of=as_of, within_days=7)
+    bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
+    scored = score_table(snapshot, champions, baseline, previous, due, bands)
+    coupons, facts = coupon_tiers(scored, snapshot, dataset, policy, budget, as_of, settings.seed)
+    scored = pd.concat([scored, coupons], axis=1)
+    run_id = scoring_id(
+        {
+            "as_of": as_of,
+            "models": champions.label,
+            "data": fingerprint(snapshot),
+            "budget": budget,
+            "policy": Path(policy_path).read_text(),
+            "seed": settings.seed,
+        }
+    )
+    scored["as_of"] = pd.Series([as_of] * len(scored), index=scored.index, dtype=object)
+    scored["feature_service"] = SERVICES["churn"]
+    scored["model_version"] = champions.label
+    scored["run_id"] = run_id
+    coupon_list = scored[scored["coupon_tier"].notna() & ~scored["in_control_group"]]
+    coupon_list = coupon_list.sort_values(
+        ["expected_incremental_value", "customer_id"], ascending=[False, True]
+    )
+    recall = scored[scored["recall_priority"].notna() & scored["best_channel"].notna()]
+    recall = recall.sort_values("recall_priority")
+    tables = {
+        "scored_customers": scored.reset_index(drop=True),
+        "coupon_list": coupon_list[list(COUPON_COLUMNS)].reset_index(drop=True),
+        "recall_list": recall[list(RECALL_COLUMNS)].reset_index(drop=True),
+    }
+    summary = {"as_of": str(as_of), "run_id": run_id, "policy": str(policy_path)} | summarise(
+        scored, facts, champions
+    )
+    summary["recall_stages"] = list(RECALL_STAGES)
+    paths = write_outputs(workdir, as_of, tables, summary)
+    return summary | {"paths": paths}
