@@ -41,7 +41,7 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(0.1, gt=0)
     num_leaves: int = Field(7, ge=2)
     min_data_in_leaf: int = Field(50, ge=1)
-    max_rounds: int = Field(400, ge=1)
+    max_rounds: int = Field(300, ge=1)
     num_threads: int = Field(2, ge=1, description="threads LightGBM trains with")
 
     @model_validator(mode="after")

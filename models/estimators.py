@@ -59,7 +59,7 @@ class TrainConfig:
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.8
     lambda_l2: float = 1.0
-    max_rounds: int = 400
+    max_rounds: int = 300
     early_stopping_rounds: int = 30
     max_bin: int = 63
     bagging_fraction: float = 0.7
@@ -110,10 +110,10 @@ def feature_frame(frame: pd.DataFrame, features: list[str] | None = None) -> pd.
         if isinstance(column.dtype, pd.CategoricalDtype):
             out[name] = column
         elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            out[name] = column.to_numpy(dtype="float64", na_value=np.nan)
         else:
             out[name] = column.astype("string").astype("category")
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame(out, index=frame.index, copy=False)
 
 
 @dataclass

@@ -99,3 +99,52 @@ def test_open_label_windows_and_empty_snapshots_stop_with_a_clear_error(trained)
         train(data=work / "data", as_of=datetime.date(2027, 3, 1), workdir=work / "late")
     with pytest.raises(InputError, match="no customer is known before 2020-01-01"):
         features(data=work / "data", as_of=datetime.date(2020, 1, 1), workdir=work / "early")
+
+
+def test_two_trainings_at_once_each_register_their_version(tmp_path):
+    """R12: two ``ltv train`` processes on one work directory both finish and register."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    generate_to(tmp_path / "data", 500, seed=9)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+        "LTV_TRAIN__CUTOFF_MONTHS": "3",
+    }
+    command = [
+        str(Path(sys.executable).with_name("ltv")),
+        "train",
+        "--data",
+        str(tmp_path / "data"),
+        "--as-of",
+        str(AS_OF),
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
+    runs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    tracker = Tracker(default_tracking_uri(tmp_path / "work"))
+    for name in REGISTERED.values():
+        versions = tracker.client.search_model_versions(f"name='{name}'")
+        assert sorted(str(v.version) for v in versions) == ["1", "2"], name
+        champion = tracker.champion_version(name)
+        assert champion in ("1", "2"), name
+        other = "2" if champion == "1" else "1"
+        assert str(tracker.client.get_model_version_by_alias(name, "challenger").version) == other
+    runs_left = tracker.client.search_runs(
+        [e.experiment_id for e in tracker.client.search_experiments()],
+        "attributes.status = 'RUNNING'",
+    )
+    assert not runs_left
