@@ -32,6 +32,8 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features.duck import quote
@@ -98,7 +100,7 @@ def write_set(
     try:
         for name, frame in tables.items():
             frame.to_parquet(staged["scores"] / f"{name}.parquet", index=False)
-            spreadsheet_safe(frame).to_csv(staged["exports"] / f"{name}.csv", index=False)
+            _write_csv(spreadsheet_safe(frame), staged["exports"] / f"{name}.csv")
         text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
         (staged["scores"] / "summary.json").write_text(text)
         with _locked(workdir):
@@ -110,6 +112,12 @@ def write_set(
             shutil.rmtree(path, ignore_errors=True)
     out = {name: str(final["scores"] / f"{name}.parquet") for name in tables}
     return out | {"exports": str(final["exports"]), "duckdb": str(workdir / "ltv.duckdb")}
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A CSV file with a header, text quoted, nulls empty (Arrow's writer: fast at 1M rows)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style="needed"))
 
 
 def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pd.DataFrame]) -> None:

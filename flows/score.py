@@ -33,7 +33,6 @@ from features import due_categories
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
-from features.orders import order_table
 from flows.data import load_data, rules_from
 from flows.features import build_snapshot, write_snapshot
 from flows.outputs import previous_scores, write_set
@@ -132,14 +131,18 @@ def load_champions(settings: Settings, workdir: Path) -> Champions:
     return Champions(models_from_parts(parts, horizon), versions)
 
 
+@task(name="orders", cache_policy=NO_CACHE)
+def orders_before(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
+    """Every order placed before ``as_of``, with whether it used a discount."""
+    return orders_with_discount(dataset.transactions, before=as_of)
+
+
 @task(name="bgnbd-comparison", cache_policy=NO_CACHE)
 def bgnbd_scores(
-    dataset: Dataset, as_of: datetime.date, sample: int, seed: int, horizon: int
+    orders: pd.DataFrame, cutoff: pd.Timestamp, sample: int, seed: int, horizon: int
 ) -> pd.DataFrame:
-    """BG/NBD + Gamma-Gamma fitted at ``as_of`` (on a seeded sample of customers), all scored."""
-    orders = order_table(dataset.transactions, before=as_of)
-    tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
-    summary = bgnbd_summary(orders, cutoff_timestamp(as_of, tz))
+    """BG/NBD + Gamma-Gamma fitted at ``cutoff`` (on a seeded sample of customers), all scored."""
+    summary = bgnbd_summary(orders, cutoff)
     fit_on = summary.sample(n=sample, random_state=seed) if len(summary) > sample else summary
     return Baseline.fit(fit_on.sort_index()).predict(summary, horizon_days=horizon)
 
@@ -197,6 +200,7 @@ def coupon_tiers(
     scored: pd.DataFrame,
     snapshot: pd.DataFrame,
     dataset: Dataset,
+    orders: pd.DataFrame,
     policy: CouponPolicy,
     budget: float | None,
     as_of: datetime.date,
@@ -213,7 +217,6 @@ def coupon_tiers(
         dataset.transactions, dataset.touches, as_of=as_of, window_days=policy.window_days
     )
     if table is not None:
-        orders = orders_with_discount(dataset.transactions, before=as_of)
         segment = segments(orders, scored["customer_id"], stamp)
         uplift = table.for_customers(segment, list(policy.coupon_values))
         method = "by segment from past coupon touches (models.uplift)"
@@ -312,9 +315,11 @@ def score(
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     snapshot = build_snapshot(dataset, as_of)
     write_snapshot(snapshot, workdir, as_of)
+    orders = orders_before(dataset, as_of)
+    tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
     baseline = bgnbd_scores(
-        dataset,
-        as_of,
+        orders,
+        cutoff_timestamp(as_of, tz),
         settings.score.baseline_sample,
         settings.seed,
         champions.models.horizon_days,
@@ -323,7 +328,9 @@ def score(
     due = due_categories(dataset.transactions, as_of=as_of, within_days=7)
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
     scored = score_table(snapshot, champions, baseline, previous, due, bands)
-    coupons, facts = coupon_tiers(scored, snapshot, dataset, policy, budget, as_of, settings.seed)
+    coupons, facts = coupon_tiers(
+        scored, snapshot, dataset, orders, policy, budget, as_of, settings.seed
+    )
     scored = pd.concat([scored, coupons], axis=1)
     run_id = scoring_id(
         {

@@ -104,7 +104,7 @@ def feature_frame(frame: pd.DataFrame, features: list[str] | None = None) -> pd.
     LightGBM stores their categories in the model file and maps scoring frames the same way.
     """
     names = features or [c for c in frame.columns if c not in KEY_COLUMNS]
-    out = {}
+    out: dict[str, Any] = {}
     for name in names:
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
