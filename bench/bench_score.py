@@ -68,7 +68,8 @@ for run in runs:
     steps[name] = steps.get(name, 0.0) + run.total_run_time.total_seconds()
 print(json.dumps({"wall": wall, "rss_mb": rss, "steps": steps, "customers": result["customers"],
                   "scored": result["scored"], "coupons": result["coupon_list"],
-                  "recall": result["recall_list"]}))
+                  "recall": result["recall_list"], "control": result["control_group"],
+                  "planned": result["planned_cost"], "budget": result["budget"]}))
 """
 
 FLOOR = r"""
@@ -105,8 +106,9 @@ def main() -> None:
         r = json.loads(run(SCORE, tmp, n))
         floor = json.loads(run(FLOOR, tmp))
     print(
-        f"{r['customers']:,} customers, {r['scored']:,} scored; {r['coupons']:,} coupons, "
-        f"{r['recall']:,} on the win-back list"
+        f"{r['customers']:,} customers, {r['scored']:,} scored; {r['coupons']:,} coupons "
+        f"(+{r['control']:,} in the control group, expected cost {r['planned']:,.0f} of "
+        f"{r['budget']:,.0f}), {r['recall']:,} on the win-back list"
     )
     print("| step | wall s | peak RSS |")
     print("|---|---:|---:|")

@@ -312,3 +312,19 @@ def test_two_writers_at_once_leave_one_whole_set(tmp_path):
         ).fetchone()
     assert rows == (50, 1)
     assert not [p for p in final.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_write_leaves_the_previous_set_whole(tmp_path):
+    """R1: a scoring that dies while writing leaves the old set, and no temporary files."""
+    from flows.outputs import write_set
+
+    good = pd.DataFrame({"customer_id": ["a"], "as_of": [AS_OF]})
+    write_set(tmp_path, AS_OF, dict.fromkeys(TABLES, good), {"run": 1})
+    before = {p.name: p.read_bytes() for p in set_dir(tmp_path, AS_OF).iterdir()}
+    broken = pd.DataFrame({"customer_id": ["b", 1.5], "as_of": [AS_OF, AS_OF]})  # mixed types
+    with pytest.raises(Exception):  # noqa: B017 - whatever Arrow raises
+        write_set(tmp_path, AS_OF, {"scored_customers": good, "coupon_list": broken}, {"run": 2})
+    after = {p.name: p.read_bytes() for p in set_dir(tmp_path, AS_OF).iterdir()}
+    assert after == before
+    hidden = [p for kind in ("scores", "exports") for p in (tmp_path / kind).iterdir()]
+    assert all(not p.name.startswith(".") for p in hidden), hidden
