@@ -42,6 +42,7 @@ from models.btyd import Baseline, bgnbd_summary
 from models.explain import reasons
 from models.policy import CouponPolicy, load_policy
 from models.scoring import (
+    DATE,
     RECALL_STAGES,
     RiskBands,
     baseline_columns,
@@ -342,7 +343,7 @@ def score(
             "seed": settings.seed,
         }
     )
-    scored["as_of"] = pd.Series([as_of] * len(scored), index=scored.index, dtype=object)
+    scored["as_of"] = pd.Series(as_of, index=scored.index, dtype=DATE)
     scored["feature_service"] = SERVICES["churn"]
     scored["model_version"] = champions.label
     scored["run_id"] = run_id

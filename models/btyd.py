@@ -733,9 +733,11 @@ def bgnbd_summary(
         # Wall-clock times in the orders' time zone: calendar days and day arithmetic.
         ordered_at = ordered_at.dt.tz_convert(tz).dt.tz_localize(None)
         cutoff = cutoff.tz_convert(tz).tz_localize(None)
+    # Customers as integer codes in id order: grouping on them is far cheaper than on text.
+    codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
     frame = pd.DataFrame(
         {
-            "customer_id": orders["customer_id"].to_numpy()[before],
+            "customer_id": codes,
             "day": ordered_at.dt.normalize().to_numpy()[before],
             "value": orders["value"].to_numpy(dtype=np.float64)[before],
         }
@@ -768,7 +770,7 @@ def bgnbd_summary(
             "monetary_value": per_customer["monetary_value"].fillna(0.0),
         }
     )
-    out.index.name = "customer_id"
+    out.index = pd.Index(ids.take(out.index.to_numpy()), name="customer_id")
     return out.astype(np.float64)
 
 

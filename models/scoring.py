@@ -31,11 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from models.policy import CouponPolicy, allocate, control_group, incremental_value
 from models.training import Models, Predictions, predict
 
 __all__ = [
+    "DATE",
     "RECALL_STAGES",
     "RiskBands",
     "baseline_columns",
@@ -49,6 +51,8 @@ __all__ = [
     "value_percentile",
 ]
 
+#: Calendar dates in the scored tables (Arrow ``date32``: Parquet, CSV and DuckDB dates).
+DATE = pd.ArrowDtype(pa.date32())
 #: Lifecycle stages a win-back contact is for.
 RECALL_STAGES = ("dormant", "lost")
 
@@ -91,13 +95,17 @@ def model_columns(
     days = spread(np.round(pred.expected_days_to_next_order))
     expected = days.copy()
     expected[~(churn < 0.5)] = np.nan
-    next_date = pd.Series(as_of + pd.to_timedelta(expected, unit="D")).dt.date
+    known = np.nan_to_num(expected).astype("timedelta64[D]")
+    ahead = np.where(np.isnan(expected), np.timedelta64("NaT"), known)
+    next_date = pd.arrays.ArrowExtensionArray(
+        pa.array(np.datetime64(as_of.date(), "D") + ahead, type=pa.date32())
+    )
     out = pd.DataFrame(
         {
             "churn_prob": churn,
             "churn_risk_band": bands.band(churn).to_numpy(),
             "p_purchase_30d": spread(pred.p_purchase_30d),
-            "expected_next_purchase_date": next_date.where(~np.isnan(expected), None).to_numpy(),
+            "expected_next_purchase_date": next_date,
             "predicted_value_180d": spread(pred.predicted_value_180d),
             "spend_if_buy_180d": spread(pred.spend_if_buy_180d),
         },

@@ -34,9 +34,11 @@ from models.estimators import (
     Design,
     Regressor,
     TrainConfig,
+    feature_frame,
     fit_classifier,
     fit_regressor,
 )
+from models.treeshap import lightgbm_matrix
 
 __all__ = [
     "BUNDLES",
@@ -186,15 +188,40 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
 
 
 def predict(models: Models, frame: pd.DataFrame) -> Predictions:
-    """All model outputs for ``frame`` (features; labels, if present, are ignored)."""
-    x = _inputs(frame)
-    days = np.clip(models.next_order_days.predict(x) - 0.5, 0.0, float(models.horizon_days))
+    """All model outputs for ``frame`` (features; labels, if present, are ignored).
+
+    When the five parts share their features and categories (they do when trained together),
+    the frame becomes LightGBM's input matrix once, and every booster reads it: the same
+    numbers LightGBM computes from the frame itself, without five conversions.
+    """
+    parts = [getattr(models, name) for names in BUNDLES.values() for name in names]
+    first = models.churn.booster
+    shared = all(
+        p.features == models.churn.features
+        and p.booster.pandas_categorical == first.pandas_categorical
+        for p in parts
+    )
+    if shared:
+        matrix = lightgbm_matrix(first, feature_frame(_inputs(frame), models.churn.features))
+
+        def raw(part: Classifier | Regressor) -> np.ndarray:
+            return np.asarray(part.booster.predict(matrix))
+
+        def out(part: Classifier | Regressor) -> np.ndarray:
+            return part.calibrator(raw(part)) if isinstance(part, Classifier) else raw(part)
+    else:
+        x = _inputs(frame)
+
+        def out(part: Classifier | Regressor) -> np.ndarray:
+            return part.predict(x)
+
+    days = np.clip(out(models.next_order_days) - 0.5, 0.0, float(models.horizon_days))
     return Predictions(
-        churn_prob=models.churn.predict(x),
-        p_purchase_30d=models.purchase_30d.predict(x),
+        churn_prob=out(models.churn),
+        p_purchase_30d=out(models.purchase_30d),
         expected_days_to_next_order=days,
-        p_buy_180d=models.value_buy.predict(x),
-        spend_if_buy_180d=models.value_spend.predict(x),
+        p_buy_180d=out(models.value_buy),
+        spend_if_buy_180d=out(models.value_spend),
     )
 
 

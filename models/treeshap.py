@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from lightgbm.basic import _data_from_pandas
 
-__all__ = ["MAX_LEAVES", "contributions"]
+__all__ = ["MAX_LEAVES", "contributions", "lightgbm_matrix"]
 
 #: The largest trees explained by table lookup: one byte holds a row's directions at the
 #: ``MAX_LEAVES - 1`` internal nodes.
@@ -149,7 +149,7 @@ def contributions(
         mapper = pool.map if threads > 1 else map
         for start in range(0, len(x), chunk_rows):
             stop = min(start + chunk_rows, len(x))
-            matrix = _matrix(booster, x.iloc[start:stop])
+            matrix = lightgbm_matrix(booster, x.iloc[start:stop])
             rows = _blocks(stop - start, threads)
             for where, block in zip(rows, mapper(explain, (matrix[r] for r in rows)), strict=True):
                 out[start + where.start : start + where.stop] = block.T
@@ -177,7 +177,7 @@ def _lightgbm(booster: lgb.Booster, x: pd.DataFrame, chunk_rows: int) -> np.ndar
     return np.concatenate(chunks) if chunks else np.empty((0, width))
 
 
-def _matrix(booster: lgb.Booster, x: pd.DataFrame) -> np.ndarray:
+def lightgbm_matrix(booster: lgb.Booster, x: pd.DataFrame) -> np.ndarray:
     """The float64 values LightGBM's C++ code reads for ``x`` (pandas conversion included)."""
     data = _data_from_pandas(
         data=x,

@@ -132,6 +132,11 @@ def test_scored_customers_has_the_design_columns_and_one_row_per_customer(scored
     top = table.groupby("lifecycle_stage")["value_percentile_in_stage"].max().dropna()
     assert (top == 100).all()
     assert table.loc[buyers, "p_alive_bgnbd"].between(0, 1).all()
+    likely = table["churn_prob"] < 0.5
+    dates = table["expected_next_purchase_date"]
+    assert dates[likely].notna().all() and dates[~likely].isna().all()
+    ahead = pd.to_datetime(dates[likely]) - pd.Timestamp(AS_OF)
+    assert ahead.dt.days.between(0, 90).all()
     due = table["categories_due_7d"].dropna()
     assert len(due) > 0 and not due.str.contains("_").any()
 
@@ -328,3 +333,36 @@ def test_a_failed_write_leaves_the_previous_set_whole(tmp_path):
     assert after == before
     hidden = [p for kind in ("scores", "exports") for p in (tmp_path / kind).iterdir()]
     assert all(not p.name.startswith(".") for p in hidden), hidden
+
+
+def test_two_scorings_at_once_finish_and_leave_the_same_bytes(scored):
+    """R4: two ``ltv score`` processes for one as_of: both finish, one whole set, same bytes."""
+    import os
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
+    command = [
+        str(Path(sys.executable).with_name("ltv")),
+        "score",
+        "--data",
+        str(scored["data"]),
+        "--as-of",
+        str(AS_OF),
+        "--budget",
+        str(BUDGET),
+        "--workdir",
+        str(scored["work"]),
+    ]
+    runs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+        assert "database is locked" not in err
+    assert _digests(scored["work"], AS_OF) == scored["digests"]

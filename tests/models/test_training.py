@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from features import build_features, make_labels
 from features.synthetic import generate
 from models.estimators import TrainConfig
-from models.training import BUNDLES, train_models
+from models.training import BUNDLES, predict, train_models
 
 PARTS = [part for parts in BUNDLES.values() for part in parts]
 
@@ -46,3 +47,15 @@ def test_models_do_not_depend_on_threads_or_the_run(frame):
     for part in PARTS:
         assert one[part] == two[part] == again[part], part
         assert "num_threads" not in one[part]
+
+
+def test_predict_reads_one_matrix_and_gives_each_parts_own_prediction(frame):
+    models = train_models(frame, TrainConfig(max_rounds=40))
+    rows = frame[frame["cutoff"] == frame["cutoff"].max()]
+    got = predict(models, rows)
+    np.testing.assert_array_equal(got.churn_prob, models.churn.predict(rows))
+    np.testing.assert_array_equal(got.p_purchase_30d, models.purchase_30d.predict(rows))
+    np.testing.assert_array_equal(got.p_buy_180d, models.value_buy.predict(rows))
+    np.testing.assert_array_equal(got.spend_if_buy_180d, models.value_spend.predict(rows))
+    days = np.clip(models.next_order_days.predict(rows) - 0.5, 0, models.horizon_days)
+    np.testing.assert_array_equal(got.expected_days_to_next_order, days)
