@@ -335,16 +335,9 @@ def test_a_failed_write_leaves_the_previous_set_whole(tmp_path):
     assert all(not p.name.startswith(".") for p in hidden), hidden
 
 
-def test_two_scorings_at_once_finish_and_leave_the_same_bytes(scored):
+def test_two_scorings_at_once_finish_and_leave_the_same_bytes(scored, ltv_at_once):
     """R4: two ``ltv score`` processes for one as_of: both finish, one whole set, same bytes."""
-    import os
-    from pathlib import Path
-
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
-    command = [
-        str(Path(sys.executable).with_name("ltv")),
+    runs = ltv_at_once(
         "score",
         "--data",
         str(scored["data"]),
@@ -354,15 +347,8 @@ def test_two_scorings_at_once_finish_and_leave_the_same_bytes(scored):
         str(BUDGET),
         "--workdir",
         str(scored["work"]),
-    ]
-    runs = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [run.communicate(timeout=600) for run in runs]
-    for run, (_, err) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, err[-3000:]
-        assert "database is locked" not in err
+    )
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "database is locked" not in run.stderr
     assert _digests(scored["work"], AS_OF) == scored["digests"]

@@ -101,23 +101,10 @@ def test_open_label_windows_and_empty_snapshots_stop_with_a_clear_error(trained)
         features(data=work / "data", as_of=datetime.date(2020, 1, 1), workdir=work / "early")
 
 
-def test_two_trainings_at_once_each_register_their_version(tmp_path):
+def test_two_trainings_at_once_each_register_their_version(tmp_path, ltv_at_once):
     """R12: two ``ltv train`` processes on one work directory both finish and register."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from prefect.settings import PREFECT_API_URL
-
     generate_to(tmp_path / "data", 500, seed=9)
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
-        "LTV_TRAIN__CUTOFF_MONTHS": "3",
-    }
-    command = [
-        str(Path(sys.executable).with_name("ltv")),
+    runs = ltv_at_once(
         "train",
         "--data",
         str(tmp_path / "data"),
@@ -125,16 +112,10 @@ def test_two_trainings_at_once_each_register_their_version(tmp_path):
         str(AS_OF),
         "--workdir",
         str(tmp_path / "work"),
-    ]
-    runs = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [run.communicate(timeout=600) for run in runs]
-    for run, (_, err) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, err[-3000:]
+        env={"LTV_TRAIN__CUTOFF_MONTHS": "3"},
+    )
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
     tracker = Tracker(default_tracking_uri(tmp_path / "work"))
     for name in REGISTERED.values():
         versions = tracker.client.search_model_versions(f"name='{name}'")
