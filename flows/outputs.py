@@ -98,13 +98,17 @@ def write_set(
         path.parent.mkdir(parents=True, exist_ok=True)
         staged[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        arrow = {
+            name: pa.Table.from_pandas(frame, preserve_index=False)
+            for name, frame in tables.items()
+        }
         for name, frame in tables.items():
-            frame.to_parquet(staged["scores"] / f"{name}.parquet", index=False)
+            pq.write_table(arrow[name], staged["scores"] / f"{name}.parquet")
             _write_csv(spreadsheet_safe(frame), staged["exports"] / f"{name}.csv")
         text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
         (staged["scores"] / "summary.json").write_text(text)
         with _locked(workdir):
-            _to_duckdb(workdir / "ltv.duckdb", as_of, tables)
+            _to_duckdb(workdir / "ltv.duckdb", as_of, arrow)
             for kind in final:
                 _swap(staged[kind], final[kind])
     finally:
@@ -120,16 +124,16 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style="needed"))
 
 
-def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pd.DataFrame]) -> None:
+def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pa.Table]) -> None:
     """Replace the rows of ``as_of`` in each table, in one transaction."""
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
-        for name, frame in tables.items():
-            con.register("incoming", frame)
+        for name, table in tables.items():
+            con.register("incoming", table)
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
             have = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
-            for column in frame.columns:
+            for column in table.column_names:
                 if column not in have:  # a column added since the table was made
                     kind = con.execute(f"SELECT typeof({quote(column)}) FROM incoming LIMIT 1")
                     found = kind.fetchone()

@@ -215,7 +215,11 @@ def coupon_tiers(
     tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
     stamp = cutoff_timestamp(as_of, tz)
     table = estimate_uplift(
-        dataset.transactions, dataset.touches, as_of=as_of, window_days=policy.window_days
+        dataset.transactions,
+        dataset.touches,
+        as_of=as_of,
+        window_days=policy.window_days,
+        orders=orders,
     )
     if table is not None:
         segment = segments(orders, scored["customer_id"], stamp)

@@ -733,42 +733,38 @@ def bgnbd_summary(
         # Wall-clock times in the orders' time zone: calendar days and day arithmetic.
         ordered_at = ordered_at.dt.tz_convert(tz).dt.tz_localize(None)
         cutoff = cutoff.tz_convert(tz).tz_localize(None)
-    # Customers as integer codes in id order: grouping on them is far cheaper than on text.
-    codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
-    frame = pd.DataFrame(
-        {
-            "customer_id": codes,
-            "day": ordered_at.dt.normalize().to_numpy()[before],
-            "value": orders["value"].to_numpy(dtype=np.float64)[before],
-        }
-    )
     columns = ["frequency", "recency", "T", "monetary_value"]
-    if frame.empty:
+    if not before.any():
         index = pd.Index([], name="customer_id", dtype=orders["customer_id"].dtype)
         return pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in columns}, index=index)
-
-    days = frame.groupby(["customer_id", "day"], sort=True)["value"].sum().reset_index()
-    first_day = days.groupby("customer_id")["day"].transform("min")
-    days["is_repeat"] = days["day"] > first_day
-    days["repeat_value"] = days["value"].where(days["is_repeat"])
-    grouped = days.groupby("customer_id", sort=True)
-    per_customer = pd.DataFrame(
-        {
-            "first": grouped["day"].min(),
-            "last": grouped["day"].max(),
-            "frequency": grouped["is_repeat"].sum().astype(np.float64),
-            "monetary_value": grouped["repeat_value"].mean(),
-        }
-    )
-    span = per_customer["last"] - per_customer["first"]  # whole days: both are midnights
-    age = cutoff - per_customer["first"]
+    # Customers as integer codes in id order, days as integers: sorted runs, no hash tables.
+    codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
+    day = ordered_at.dt.normalize().to_numpy()[before].astype("datetime64[D]").astype(np.int64)
+    value = orders["value"].to_numpy(dtype=np.float64)[before]
+    order = np.lexsort((day, codes))
+    codes, day, value = codes[order], day[order], value[order]
+    # One purchase per (customer, day): its value is the day's summed order value.
+    starts = np.flatnonzero(np.r_[True, (np.diff(codes) != 0) | (np.diff(day) != 0)])
+    day_code, day_of, day_value = codes[starts], day[starts], np.add.reduceat(value, starts)
+    first = np.flatnonzero(np.r_[True, np.diff(day_code) != 0])  # each customer's first day
+    last = np.r_[first[1:], len(day_code)] - 1
+    frequency = (last - first).astype(np.float64)
+    repeat_value = day_value.copy()
+    repeat_value[first] = 0.0  # the first day is not a repeat purchase
+    repeat_spend = np.add.reduceat(repeat_value, first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        monetary = np.where(frequency > 0, repeat_spend / frequency, 0.0)
+    first_day = day_of[first]
+    first_ns = first_day * 86_400 * 10**9  # the first day's midnight (wall clock), ns
+    age_s = (cutoff.value - first_ns) / 1e9
     out = pd.DataFrame(
         {
-            "frequency": per_customer["frequency"],
-            "recency": span.dt.days.astype(np.float64) / unit_days,
-            "T": age.dt.total_seconds() / (unit_days * 86_400.0),
-            "monetary_value": per_customer["monetary_value"].fillna(0.0),
-        }
+            "frequency": frequency,
+            "recency": (day_of[last] - first_day).astype(np.float64) / unit_days,
+            "T": age_s / (unit_days * 86_400.0),
+            "monetary_value": monetary,
+        },
+        index=day_code[first],
     )
     out.index = pd.Index(ids.take(out.index.to_numpy()), name="customer_id")
     return out.astype(np.float64)

@@ -556,3 +556,18 @@ def test_many_distinct_values_are_banded(data):
     assert len(got.values) == uplift.MAX_LEVELS
     assert (np.diff(got.values) > 0).all() and got.values[0] >= 5.0 and got.values[-1] <= 51.0
     assert got.pooled["treated_n"].sum() == got.counts["treated"]
+
+
+def test_given_orders_give_the_same_estimate():
+    """Passing ``orders_with_discount`` gives exactly the estimate built from the lines."""
+    from models.uplift import estimate_uplift, orders_with_discount
+
+    data = generate(3000, seed=21)
+    as_of = pd.Timestamp("2026-05-01").date()
+    from_lines = estimate_uplift(data.transactions, data.touches, as_of=as_of)
+    orders = orders_with_discount(data.transactions, before=as_of)
+    given = estimate_uplift(data.transactions, data.touches, as_of=as_of, orders=orders)
+    assert from_lines is not None and given is not None
+    pd.testing.assert_frame_equal(from_lines.cells, given.cells)
+    pd.testing.assert_frame_equal(from_lines.pooled, given.pooled)
+    assert from_lines.counts == given.counts
