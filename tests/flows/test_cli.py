@@ -163,5 +163,8 @@ def test_features_writes_one_snapshot_per_date(ltv, tmp_path):
     assert "days_since_last_order" not in stale.stdout
     unknown = ltv("lookup", "nobody", "--workdir", str(work))
     assert unknown.returncode == 1
-    assert unknown.stdout.strip() == "customer nobody: no online features"
+    assert unknown.stdout.strip().splitlines() == [
+        "customer nobody: no online features",
+        "customer nobody: no scores (run ltv score)",
+    ]
     assert not any("leaked" in r.stderr for r in runs)
