@@ -30,6 +30,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,6 +46,7 @@ __all__ = [
     "incremental_value",
     "load_policy",
     "spreadsheet_safe",
+    "spreadsheet_safe_table",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -977,3 +980,28 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
         elif column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
             out.isetitem(position, _neutralise(column).array)
     return out
+
+
+def spreadsheet_safe_table(table: pa.Table) -> pa.Table:
+    """:func:`spreadsheet_safe` for an Arrow table: the same rule, on Arrow's text kernels.
+
+    Text columns (``string``, ``large_string`` and dictionaries of them) get a leading ``'`` on
+    every cell that begins with a formula character; every other column is kept as it is.
+    """
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column = column.cast(kind.value_type)
+            kind = kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            risky = pc.starts_with(column, _FORMULA_PREFIXES[0])
+            for prefix in _FORMULA_PREFIXES[1:]:
+                risky = pc.or_(risky, pc.starts_with(column, prefix))
+            if pc.any(risky).as_py():
+                quoted = pc.binary_join_element_wise(
+                    pa.scalar("'", kind), column, pa.scalar("", kind)
+                )
+                column = pc.if_else(risky, quoted, column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)

@@ -651,3 +651,25 @@ class TestSpreadsheetSafe:
     def test_object_column_without_text(self):
         frame = pd.DataFrame({"x": pd.Series([1, 2, None], dtype=object)})
         pd.testing.assert_frame_equal(spreadsheet_safe(frame), frame)
+
+
+def test_the_arrow_version_neutralises_exactly_the_same_cells():
+    import pyarrow as pa
+
+    from models.policy import spreadsheet_safe_table
+
+    cells = ["=x", "ok", None, "+1", "-2", "@s", "\tt", "\rr", "'=q", "a=b", ""]
+    frame = pd.DataFrame(
+        {
+            "arrow": pd.array(cells, dtype="string[pyarrow]"),
+            "python": cells,
+            "category": pd.Categorical(cells),
+            "number": np.arange(len(cells), dtype=float),
+        }
+    )
+    got = spreadsheet_safe_table(pa.Table.from_pandas(frame, preserve_index=False)).to_pandas()
+    expected = spreadsheet_safe(frame)
+    for column in ("arrow", "python", "category"):
+        want = [None if pd.isna(v) else v for v in expected[column].astype(object)]
+        assert got[column].tolist() == want, column
+    assert got["number"].tolist() == frame["number"].tolist()
