@@ -18,6 +18,7 @@ Everything else passes plain values here. Conventions:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -68,6 +69,27 @@ def _retry(call: Callable[[], _T], attempts: int = 6) -> _T:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _creating(tracking_uri: str) -> Iterator[None]:
+    """Hold a file lock beside a SQLite store while it may be created.
+
+    MLflow creates and migrates a new SQLite database on first use; two processes doing that
+    at once make one fail ("Online migration expected to match one row"). Other stores (a
+    server, Postgres) handle their own concurrency.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -251,7 +273,9 @@ class Tracker:
         mlflow.set_registry_uri(tracking_uri)
         self.uri = tracking_uri
         self.artifact_root = artifact_root.resolve() if artifact_root else None
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        with _creating(tracking_uri):  # the first connection creates and migrates the tables
+            self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+            self.client.search_registered_models(max_results=1)  # the registry's, too
 
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created on first use (safe under a race)."""

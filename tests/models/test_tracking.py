@@ -147,3 +147,21 @@ def test_fingerprint_changes_with_any_cell_and_the_schema_follows_dtypes(tracker
     assert fingerprint(changed) != fingerprint(frame)
     schema = {c.name: (c.type.name, c.required) for c in _schema(frame).inputs}
     assert schema == {"a": ("double", False), "n": ("long", True), "s": ("string", True)}
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    """R12: MLflow creates a new SQLite store on first use; four processes at once all work.
+
+    Without the lock in ``Tracker`` most of them fail while migrating the new database.
+    """
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = "import sys; from models.tracking import Tracker; Tracker(sys.argv[1]).experiment('x')"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors[0][-2000:]
