@@ -71,15 +71,35 @@ def _locked(workdir: Path, *, shared: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _swap(staged: Path, final: Path) -> None:
-    """Put ``staged`` in the place of ``final`` (which may exist), then drop the old one."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _swap(pairs: list[tuple[Path, Path]]) -> None:
+    """Put each staged directory in the place of its final one, all or none.
+
+    A final directory that exists is first moved aside; if any step fails, the directories
+    already swapped get their old contents back, and the error is raised.
+    """
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for staged, final in pairs:
+            old = None
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+            try:
+                os.replace(staged, final)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, final)
+                raise
+            done.append((final, old))
+    except BaseException:
+        for final, old in reversed(done):
+            shutil.rmtree(final, ignore_errors=True)
+            if old is not None:
+                os.replace(old, final)
+        raise
+    for _, old in done:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_set(
@@ -99,10 +119,7 @@ def write_set(
         path.parent.mkdir(parents=True, exist_ok=True)
         staged[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        arrow = {
-            name: pa.Table.from_pandas(frame, preserve_index=False)
-            for name, frame in tables.items()
-        }
+        arrow = {name: _typed(frame) for name, frame in tables.items()}
         # Arrow's writers release the GIL: the files of all tables are written side by side.
         with ThreadPoolExecutor(2) as pool:
             jobs = [
@@ -116,15 +133,25 @@ def write_set(
                 job.result()
         text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
         (staged["scores"] / "summary.json").write_text(text)
-        with _locked(workdir):
-            _to_duckdb(workdir / "ltv.duckdb", as_of, arrow)
-            for kind in final:
-                _swap(staged[kind], final[kind])
+        with _locked(workdir), _duckdb_rows(workdir / "ltv.duckdb", as_of, arrow):
+            _swap([(staged[kind], final[kind]) for kind in final])  # then the rows commit
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)
     out = {name: str(final["scores"] / f"{name}.parquet") for name in tables}
     return out | {"exports": str(final["exports"]), "duckdb": str(workdir / "ltv.duckdb")}
+
+
+def _typed(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as Arrow; a column with no type (all null, or no rows) becomes text.
+
+    DuckDB would otherwise make a column of type NULL that no later date could fill.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table
 
 
 def _write_csv(table: pa.Table, path: Path) -> None:
@@ -133,8 +160,9 @@ def _write_csv(table: pa.Table, path: Path) -> None:
     pa_csv.write_csv(safe, path, pa_csv.WriteOptions(quoting_style="needed"))
 
 
-def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pa.Table]) -> None:
-    """Replace the rows of ``as_of`` in each table, in one transaction."""
+@contextmanager
+def _duckdb_rows(path: Path, as_of: datetime.date, tables: dict[str, pa.Table]) -> Iterator[None]:
+    """Replace the rows of ``as_of`` in each table; commit when the block succeeds."""
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
@@ -151,6 +179,7 @@ def _to_duckdb(path: Path, as_of: datetime.date, tables: dict[str, pa.Table]) ->
             con.execute(f"DELETE FROM {name} WHERE as_of = DATE '{as_of}'")
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
             con.unregister("incoming")
+        yield
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

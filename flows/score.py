@@ -48,6 +48,7 @@ from models.scoring import (
     baseline_columns,
     coupon_columns,
     model_columns,
+    opt_out_flags,
     recall_columns,
     segment_migration,
     touches_within,
@@ -116,8 +117,12 @@ def default_policy_file() -> Path:
 
 
 @task(name="load-champions", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-def load_champions(settings: Settings, workdir: Path) -> Champions:
-    """The ``champion`` version of every registered model (native LightGBM only)."""
+def load_champions(settings: Settings, workdir: Path, as_of: datetime.date) -> Champions:
+    """The ``champion`` version of every registered model (native LightGBM only).
+
+    A champion trained on data up to a date after ``as_of`` is refused: scoring a past date
+    with it would use outcomes that were not known then.
+    """
     tracker = tracker_for(settings, workdir)
     versions, parts = {}, {}
     for kind, name in REGISTERED.items():
@@ -125,6 +130,13 @@ def load_champions(settings: Settings, workdir: Path) -> Champions:
         if found is None:
             raise InputError(
                 f"no champion version of model {name} in {tracker.uri}: run ltv train first"
+            )
+        trained = tracker.version_tags(name, found.version).get("as_of")
+        if trained and datetime.date.fromisoformat(trained) > as_of:
+            raise InputError(
+                f"the champion {name} v{found.version} was trained with data up to {trained}, "
+                f"after the scoring date {as_of}: score {trained} or later, or train a model "
+                f"at {as_of} in another work directory"
             )
         versions[kind] = found
         parts.update(load_part(kind, found.booster, found.files))
@@ -144,6 +156,8 @@ def bgnbd_scores(
 ) -> pd.DataFrame:
     """BG/NBD + Gamma-Gamma fitted at ``cutoff`` (on a seeded sample of customers), all scored."""
     summary = bgnbd_summary(orders, cutoff)
+    if summary.empty:  # nobody has ordered yet: nothing to fit or compare
+        return pd.DataFrame(columns=["p_alive", "expected_purchases_180d"], dtype=float)
     fit_on = summary.sample(n=sample, random_state=seed) if len(summary) > sample else summary
     return Baseline.fit(fit_on.sort_index()).predict(summary, horizon_days=horizon)
 
@@ -169,13 +183,13 @@ def score_table(
     out = pd.concat([keys, scores], axis=1)
     out = pd.concat([out, baseline_columns(baseline, snapshot["customer_id"])], axis=1)
     for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
-        out[column] = snapshot[column].to_numpy()
+        out[column] = snapshot[column].array
     out["value_percentile_in_stage"] = value_percentile(
         out["predicted_value_180d"], out["lifecycle_stage"]
     ).to_numpy()
     out = pd.concat([out, segment_migration(out, previous)], axis=1)
     restock = due.set_index("customer_id")["categories_due"]
-    out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).to_numpy()
+    out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).astype("string").array
     buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
     why = reasons(champions.models.churn.booster, snapshot[buyers])
     for column in ("reason_1", "reason_2", "reason_3"):
@@ -235,9 +249,10 @@ def coupon_tiers(
     capped = touches_within(dataset.touches, scored["customer_id"], stamp, cap.days)
     opted = np.zeros(len(scored), dtype=bool)
     if dataset.customers is not None and policy.opt_out_column in dataset.customers.columns:
-        flags = dataset.customers.drop_duplicates("customer_id").set_index("customer_id")
-        flag = flags[policy.opt_out_column].reindex(scored["customer_id"].to_numpy())
-        opted = flag.fillna(False).astype(bool).to_numpy()
+        column = dataset.customers[policy.opt_out_column]
+        flags = pd.Series(opt_out_flags(column).to_numpy(), index=dataset.customers["customer_id"])
+        anyone = flags.groupby(level=0).any().reindex(scored["customer_id"].to_numpy())
+        opted = anyone.fillna(False).to_numpy(dtype=bool)
     out, totals = coupon_columns(
         scored,
         snapshot,
@@ -316,7 +331,7 @@ def score(
     budget = settings.score.budget if budget is None else budget
     policy_path = settings.score.policy_file or default_policy_file()
     policy = load_policy(policy_path)
-    champions = load_champions(settings, workdir)
+    champions = load_champions(settings, workdir, as_of)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     snapshot = build_snapshot(dataset, as_of)
     write_snapshot(snapshot, workdir, as_of)

@@ -43,6 +43,8 @@ __all__ = [
     "baseline_columns",
     "coupon_columns",
     "model_columns",
+    "OPT_OUT_YES",
+    "opt_out_flags",
     "order_value",
     "p_within",
     "recall_columns",
@@ -208,14 +210,33 @@ def recall_columns(scored: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame
 def order_value(snapshot: pd.DataFrame) -> np.ndarray:
     """Expected value of a customer's next order.
 
-    The average order value over 365 days, else over the customer's whole history (null
-    without orders).
+    The average order value over 365 days, else over the customer's whole history; null
+    without orders or when refunds outweigh purchases (such a customer gets no coupon).
     """
     aov = snapshot["aov_365d"].to_numpy(dtype=float)
     orders = snapshot["orders_total"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         lifetime = snapshot["spend_total"].to_numpy(dtype=float) / orders
-    return np.where(np.isfinite(aov) & (aov > 0), aov, lifetime)
+    value = np.where(np.isfinite(aov) & (aov > 0), aov, lifetime)
+    return np.where(value > 0, value, np.nan)  # refunds beyond purchases: no order value
+
+
+#: Text an opt-out column may hold for "yes, opted out" (any case); anything else is "no".
+OPT_OUT_YES = ("1", "true", "t", "yes", "y")
+
+
+def opt_out_flags(column: pd.Series) -> pd.Series:
+    """``True`` where an opt-out attribute says yes.
+
+    Booleans as they are, numbers when non-zero, text when one of :data:`OPT_OUT_YES` (a CSV
+    keeps ``false`` as text, which must not count as a yes); nulls are no.
+    """
+    if pd.api.types.is_bool_dtype(column):
+        return column.fillna(False).astype(bool)
+    if pd.api.types.is_numeric_dtype(column):
+        return column.fillna(0).astype(float) != 0
+    text = column.astype("string").str.strip().str.lower()
+    return text.isin(OPT_OUT_YES).fillna(False).astype(bool)
 
 
 def p_within(p_30d: np.ndarray, days: float) -> np.ndarray:

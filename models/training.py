@@ -194,6 +194,9 @@ def predict(models: Models, frame: pd.DataFrame) -> Predictions:
     the frame becomes LightGBM's input matrix once, and every booster reads it: the same
     numbers LightGBM computes from the frame itself, without five conversions.
     """
+    if len(frame) == 0:  # LightGBM refuses an empty input
+        nothing = np.zeros(0)
+        return Predictions(nothing, nothing, nothing, nothing, nothing)
     parts = [getattr(models, name) for names in BUNDLES.values() for name in names]
     first = models.churn.booster
     shared = all(

@@ -352,3 +352,28 @@ def test_two_scorings_at_once_finish_and_leave_the_same_bytes(scored, ltv_at_onc
         assert run.returncode == 0, run.stderr[-3000:]
         assert "database is locked" not in run.stderr
     assert _digests(scored["work"], AS_OF) == scored["digests"]
+
+
+def test_a_date_before_the_champions_training_is_refused(scored):
+    with pytest.raises(InputError, match="was trained with data up to 2026-07-01"):
+        score(
+            data=scored["data"],
+            as_of=datetime.date(2026, 6, 1),
+            workdir=scored["work"],
+            budget=BUDGET,
+        )
+
+
+def test_a_column_without_values_does_not_fix_its_duckdb_type(tmp_path):
+    """An all-null text column on the first date must not make DuckDB's column type NULL."""
+    import duckdb
+
+    from flows.outputs import write_set
+
+    empty = pd.DataFrame({"customer_id": ["a"], "as_of": [AS_OF], "best_channel": [None]})
+    write_set(tmp_path, AS_OF, dict.fromkeys(TABLES, empty), {})
+    later = pd.DataFrame({"customer_id": ["a"], "as_of": [LATER], "best_channel": ["wecom"]})
+    write_set(tmp_path, LATER, dict.fromkeys(TABLES, later), {})
+    with duckdb.connect(str(tmp_path / "ltv.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT best_channel FROM coupon_list ORDER BY as_of").fetchall()
+    assert rows == [(None,), ("wecom",)]

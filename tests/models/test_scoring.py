@@ -183,3 +183,33 @@ def test_coupon_columns_respect_budget_eligibility_and_the_control_group():
         if rows.sum() >= 50:
             assert abs(out.loc[rows, "in_control_group"].mean() - 0.2) < 0.02, name
     assert (out.loc[tiered, "coupon_value"].isin([5.0, 30.0])).all()
+
+
+def test_opt_out_flags_read_text_booleans_and_numbers():
+    from models.scoring import opt_out_flags
+
+    text = pd.Series(["true", "False", "0", "no", "YES", " y ", "1", None, ""], dtype=object)
+    assert opt_out_flags(text).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert opt_out_flags(pd.Series([True, False, None], dtype="boolean")).tolist() == [
+        True,
+        False,
+        False,
+    ]
+    assert opt_out_flags(pd.Series([0, 1, np.nan])).tolist() == [False, True, False]
+
+
+def test_a_customer_refunded_beyond_purchases_has_no_order_value():
+    snapshot = pd.DataFrame(
+        {"aov_365d": [np.nan, -20.0], "spend_total": [-50.0, -20.0], "orders_total": [2, 1]}
+    )
+    assert np.isnan(order_value(snapshot)).all()

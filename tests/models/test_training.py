@@ -59,3 +59,9 @@ def test_predict_reads_one_matrix_and_gives_each_parts_own_prediction(frame):
     np.testing.assert_array_equal(got.spend_if_buy_180d, models.value_spend.predict(rows))
     days = np.clip(models.next_order_days.predict(rows) - 0.5, 0, models.horizon_days)
     np.testing.assert_array_equal(got.expected_days_to_next_order, days)
+
+
+def test_predict_of_no_rows_is_empty(frame):
+    models = train_models(frame, TrainConfig(max_rounds=10))
+    got = predict(models, frame.iloc[:0])
+    assert len(got.churn_prob) == len(got.predicted_value_180d) == 0
