@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import optimize, special
 
 __all__ = [
@@ -738,11 +740,13 @@ def bgnbd_summary(
         index = pd.Index([], name="customer_id", dtype=orders["customer_id"].dtype)
         return pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in columns}, index=index)
     # Customers as integer codes in id order, days as integers: sorted runs, no hash tables.
-    codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
-    day = ordered_at.dt.normalize().to_numpy()[before].astype("datetime64[D]").astype(np.int64)
+    day = ordered_at.to_numpy()[before].astype("datetime64[D]").astype(np.int64)
     value = orders["value"].to_numpy(dtype=np.float64)[before]
-    order = np.lexsort((day, codes))
-    codes, day, value = codes[order], day[order], value[order]
+    codes, ids = _sorted_codes(orders["customer_id"][before], day)
+    if codes is None:  # not sorted by customer then time: sort
+        codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
+        order = np.lexsort((day, codes))
+        codes, day, value = codes[order], day[order], value[order]
     # One purchase per (customer, day): its value is the day's summed order value.
     starts = np.flatnonzero(np.r_[True, (np.diff(codes) != 0) | (np.diff(day) != 0)])
     day_code, day_of, day_value = codes[starts], day[starts], np.add.reduceat(value, starts)
@@ -768,6 +772,26 @@ def bgnbd_summary(
     )
     out.index = pd.Index(ids.take(out.index.to_numpy()), name="customer_id")
     return out.astype(np.float64)
+
+
+def _sorted_codes(ids: pd.Series, day: np.ndarray) -> tuple[np.ndarray | None, pd.Index]:
+    """Run codes of ``ids`` when the rows are sorted by id then day (``order_table`` sorts so).
+
+    Comparing neighbours is much cheaper than hashing and sorting millions of ids; when the
+    rows are not in that order the codes are ``None``.
+    """
+    try:
+        values = pa.array(ids.array)
+        previous, current = values[:-1], values[1:]
+        unsorted = pc.any(pc.less(current, previous)).as_py()
+    except (pa.ArrowException, TypeError):  # ids Arrow cannot compare (mixed types)
+        return None, pd.Index([])
+    if unsorted:
+        return None, pd.Index([])
+    new = np.r_[True, np.asarray(pc.not_equal(current, previous), dtype=bool)]
+    if (np.diff(day)[~new[1:]] < 0).any():  # one customer's days out of order
+        return None, pd.Index([])
+    return np.cumsum(new) - 1, pd.Index(ids.array[new])
 
 
 @dataclass(frozen=True)

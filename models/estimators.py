@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from models.treeshap import lightgbm_matrix, predictions
+
 __all__ = [
     "KEY_COLUMNS",
     "canonical",
@@ -155,7 +157,7 @@ class Classifier:
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         """Uncalibrated probabilities."""
-        return np.asarray(self.booster.predict(feature_frame(frame, self.features)))
+        return _predict(self.booster, frame, self.features)
 
 
 @dataclass
@@ -167,7 +169,12 @@ class Regressor:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for the rows of ``frame``."""
-        return np.asarray(self.booster.predict(feature_frame(frame, self.features)))
+        return _predict(self.booster, frame, self.features)
+
+
+def _predict(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """``booster.predict`` of the model's columns of ``frame`` (by table lookup when it can)."""
+    return predictions(booster, lightgbm_matrix(booster, feature_frame(frame, features)))
 
 
 @dataclass

@@ -38,7 +38,7 @@ from models.estimators import (
     fit_classifier,
     fit_regressor,
 )
-from models.treeshap import lightgbm_matrix
+from models.treeshap import lightgbm_matrix, predictions
 
 __all__ = [
     "BUNDLES",
@@ -208,7 +208,7 @@ def predict(models: Models, frame: pd.DataFrame) -> Predictions:
         matrix = lightgbm_matrix(first, feature_frame(_inputs(frame), models.churn.features))
 
         def raw(part: Classifier | Regressor) -> np.ndarray:
-            return np.asarray(part.booster.predict(matrix))
+            return predictions(part.booster, matrix)
 
         def out(part: Classifier | Regressor) -> np.ndarray:
             return part.calibrator(raw(part)) if isinstance(part, Classifier) else raw(part)

@@ -1,4 +1,4 @@
-"""Exact TreeSHAP for LightGBM boosters of small trees, by table lookup.
+"""Exact TreeSHAP, and predictions, for LightGBM boosters of small trees, by table lookup.
 
 LightGBM's TreeSHAP (``booster.predict(x, pred_contrib=True)``) is path-dependent: a tree
 explains a row through ``v(S) = E[f(x) | x_S]``, the tree's output when the features in ``S``
@@ -22,15 +22,24 @@ Cost: per row and tree, one comparison per internal node and one table lookup pe
 feature. On 2 cores, a million rows of a 300-tree, 7-leaf, 77-feature binary model took 4.6 s,
 against about 90 s for ``pred_contrib`` (timed on 100,000 rows).
 
+The same patterns give predictions (:func:`predictions`): a tree's output is the leaf its
+pattern reaches, so ``table`` lookups become one lookup per tree, added in the trees' order from
+0.0 as LightGBM's ``PredictRaw`` adds them: the raw scores are LightGBM's to the last bit, about
+3x faster than ``booster.predict`` for 7-leaf trees.
+
 Boosters outside the fast path are explained by ``booster.predict(x, pred_contrib=True)``
-itself, so the answer is always LightGBM's: trees of more than :data:`MAX_LEAVES` leaves,
-linear trees (which LightGBM refuses), several outputs per iteration (multiclass).
+itself (and predicted by ``booster.predict``), so the answer is always LightGBM's: trees of more
+than :data:`MAX_LEAVES` leaves, linear trees (which LightGBM refuses), several outputs per
+iteration (multiclass); for predictions also averaged trees (random forests) and objectives
+other than those of :data:`_OUTPUTS`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache, partial
@@ -40,7 +49,7 @@ import numpy as np
 import pandas as pd
 from lightgbm.basic import _data_from_pandas
 
-__all__ = ["MAX_LEAVES", "contributions", "lightgbm_matrix"]
+__all__ = ["MAX_LEAVES", "contributions", "lightgbm_matrix", "predictions"]
 
 #: The largest trees explained by table lookup: one byte holds a row's directions at the
 #: ``MAX_LEAVES - 1`` internal nodes.
@@ -75,13 +84,15 @@ class _Tree:
 
     Node ``j`` sends a row left when ``values[rows[j]] <= thresholds[j]``, which sets bit ``j``
     of the row's pattern; ``table[k, pattern]`` is the SHAP value of model feature
-    ``features[k]``.
+    ``features[k]`` and ``output[pattern]`` the tree's output (its leaf's value). A tree of one
+    leaf has no nodes, and its one output for every row.
     """
 
     rows: np.ndarray
     thresholds: np.ndarray
     features: np.ndarray
     table: np.ndarray
+    output: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class _Plan:
 
     n_features: int
     n_values: int
+    #: Every tree, in the model's order (trees of one leaf included).
     trees: list[_Tree]
     numeric: list[tuple[int, np.ndarray, np.ndarray]]
     categorical: list[tuple[int, int, np.ndarray]]
@@ -140,9 +152,7 @@ def contributions(
     plan = _plan(booster.model_to_string())
     if plan is None:
         return _lightgbm(booster, x, chunk_rows)
-    if threads is None:
-        configured = int(booster.params.get("num_threads") or 0)
-        threads = configured if configured > 0 else (os.cpu_count() or 1)
+    threads = _threads(booster, threads)
     out = np.empty((len(x), n_features + 1))
     explain = partial(_explain, plan)
     with ThreadPoolExecutor(threads) as pool:
@@ -154,6 +164,80 @@ def contributions(
             for where, block in zip(rows, mapper(explain, (matrix[r] for r in rows)), strict=True):
                 out[start + where.start : start + where.stop] = block.T
     return out
+
+
+def predictions(
+    booster: lgb.Booster, matrix: np.ndarray, *, raw_score: bool = False, threads: int | None = None
+) -> np.ndarray:
+    """``booster.predict(matrix, raw_score=raw_score)``, faster for boosters of small trees.
+
+    Args:
+        booster: A LightGBM booster with one output. Others (see the module), and objectives
+            outside :data:`_OUTPUTS`, are predicted by ``booster.predict`` itself.
+        matrix: The model inputs as :func:`lightgbm_matrix` gives them.
+        raw_score: The raw scores (log-odds for a binary model) instead of the outputs.
+        threads: As for :func:`contributions`.
+
+    Returns:
+        One value per row: the raw scores are LightGBM's to the last bit; the outputs apply
+        the objective's transform (a sigmoid, an exponential) with numpy, within a few units
+        in the last place of LightGBM's.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be positive, got {threads}")
+    model = booster.model_to_string()
+    plan = _plan(model)
+    found = re.search(r"^objective=(.*)$", model, flags=re.M)
+    objective = found.group(1).split() if found else []
+    output = _OUTPUTS.get(objective[0]) if objective and "sqrt" not in objective else None
+    averaged = re.search(r"^average_output$", model, flags=re.M) is not None  # random forests
+    if plan is None or averaged or (output is None and not raw_score):
+        return np.asarray(booster.predict(matrix, raw_score=raw_score))
+    if not len(matrix):
+        return np.zeros(0)
+    threads = _threads(booster, threads)
+    rows = _blocks(len(matrix), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        raw = np.concatenate(list(pool.map(partial(_predict, plan), (matrix[r] for r in rows))))
+    if raw_score:
+        return raw
+    assert output is not None
+    return output(raw, dict(p.split(":", 1) for p in objective[1:] if ":" in p))
+
+
+def _sigmoid(raw: np.ndarray, params: dict[str, str]) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-float(params.get("sigmoid", 1.0)) * raw))
+
+
+def _identity(raw: np.ndarray, params: dict[str, str]) -> np.ndarray:
+    return raw
+
+
+def _exp(raw: np.ndarray, params: dict[str, str]) -> np.ndarray:
+    return np.exp(raw)
+
+
+#: The objectives predicted here, with LightGBM's ``ConvertOutput`` of each.
+_OUTPUTS: dict[str, Callable[[np.ndarray, dict[str, str]], np.ndarray]] = {
+    "binary": _sigmoid,
+    "regression": _identity,
+    "regression_l1": _identity,
+    "huber": _identity,
+    "fair": _identity,
+    "quantile": _identity,
+    "mape": _identity,
+    "gamma": _exp,
+    "poisson": _exp,
+    "tweedie": _exp,
+}
+
+
+def _threads(booster: lgb.Booster, threads: int | None) -> int:
+    """``threads``, else the booster's ``num_threads`` parameter when set, else every CPU."""
+    if threads is not None:
+        return threads
+    configured = int(booster.params.get("num_threads") or 0)
+    return configured if configured > 0 else (os.cpu_count() or 1)
 
 
 def _blocks(n: int, threads: int) -> list[slice]:
@@ -203,27 +287,55 @@ def _explain(plan: _Plan, block: np.ndarray) -> np.ndarray:
     n = len(block)
     out = np.zeros((plan.n_features + 1, n))
     out[plan.n_features] = plan.expected
-    # left[j, r]: row r goes left at node j. Seen as 64-bit words, each byte is one row's
-    # 0 or 1, so shifting node j's words by j and or-ing them packs eight rows per operation
-    # and leaves each row's pattern in its own byte.
-    left = np.zeros((MAX_LEAVES - 1, -(-n // 8) * 8), dtype=np.bool_)
-    words = left.view(np.uint64)
-    packed = np.empty(left.shape[1] // 8, dtype=np.uint64)
-    shifted = np.empty_like(packed)
-    pattern = np.empty(n, dtype=np.intp)
     looked_up = np.empty(n)
-    for tree in plan.trees:
-        for j, (row, threshold) in enumerate(zip(tree.rows, tree.thresholds, strict=True)):
-            np.less_equal(values[row], threshold, out=left[j, :n])
-        np.copyto(packed, words[0])
-        for j in range(1, len(tree.rows)):
-            np.left_shift(words[j], j, out=shifted)
-            np.bitwise_or(packed, shifted, out=packed)
-        np.copyto(pattern, packed.view(np.uint8)[:n])
+    for tree, pattern in _Patterns(values).of(plan.trees):
         for feature, shap in zip(tree.features, tree.table, strict=True):
             np.take(shap, pattern, out=looked_up, mode="clip")  # "clip": no bounds buffer
             np.add(out[feature], looked_up, out=out[feature])
     return out
+
+
+def _predict(plan: _Plan, block: np.ndarray) -> np.ndarray:
+    """The raw scores of a block of rows: each tree's output added in order, from 0.0."""
+    out = np.zeros(len(block))
+    looked_up = np.empty(len(block))
+    for tree, pattern in _Patterns(_values(plan, block)).of(plan.trees):
+        np.take(tree.output, pattern, out=looked_up, mode="clip")
+        np.add(out, looked_up, out=out)
+    return out
+
+
+class _Patterns:
+    """Each row's pattern at each tree in turn, computed in buffers reused from tree to tree."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        n = values.shape[1]
+        self.values = values
+        # left[j, r]: row r goes left at node j. Seen as 64-bit words, each byte is one row's
+        # 0 or 1, so shifting node j's words by j and or-ing them packs eight rows per
+        # operation and leaves each row's pattern in its own byte.
+        self.left = np.zeros((MAX_LEAVES - 1, -(-n // 8) * 8), dtype=np.bool_)
+        self.packed = np.empty(self.left.shape[1] // 8, dtype=np.uint64)
+        self.shifted = np.empty_like(self.packed)
+        self.pattern = np.empty(n, dtype=np.intp)
+
+    def of(self, trees: list[_Tree]) -> Iterator[tuple[_Tree, np.ndarray]]:
+        """``(tree, pattern of every row)``; the pattern array is overwritten at the next tree."""
+        n = len(self.pattern)
+        words = self.left.view(np.uint64)
+        for tree in trees:
+            if not len(tree.rows):  # one leaf: pattern 0 for everyone
+                self.pattern.fill(0)
+                yield tree, self.pattern
+                continue
+            for j, (row, threshold) in enumerate(zip(tree.rows, tree.thresholds, strict=True)):
+                np.less_equal(self.values[row], threshold, out=self.left[j, :n])
+            np.copyto(self.packed, words[0])
+            for j in range(1, len(tree.rows)):
+                np.left_shift(words[j], j, out=self.shifted)
+                np.bitwise_or(self.packed, self.shifted, out=self.packed)
+            np.copyto(self.pattern, self.packed.view(np.uint8)[:n])
+            yield tree, self.pattern
 
 
 def _values(plan: _Plan, block: np.ndarray) -> np.ndarray:
@@ -281,6 +393,8 @@ def _plan(model: str) -> _Plan | None:
         leaf_value = _floats(tree["leaf_value"])
         if int(tree["num_leaves"]) == 1:
             expected += leaf_value[0]
+            nothing = np.zeros(0, dtype=np.int64)
+            planned.append(_Tree(nothing, np.zeros(0), nothing, np.zeros((0, 1)), leaf_value))
             continue
         left, right = _ints(tree["left_child"]), _ints(tree["right_child"])
         feature, threshold = _ints(tree["split_feature"]), _floats(tree["threshold"])
@@ -312,7 +426,8 @@ def _plan(model: str) -> _Plan | None:
         distinct, local = np.unique(feature, return_inverse=True)
         counts = (internal_count, leaf_count)
         table = _shap_table(left, right, local, leaf_value, counts, len(distinct))
-        planned.append(_Tree(np.array(rows), np.array(thresholds), distinct, table))
+        output = leaf_value[_leaf_of_pattern(left, right)]
+        planned.append(_Tree(np.array(rows), np.array(thresholds), distinct, table, output))
     kinds = sorted({kind for kind, _ in numeric})
     return _Plan(
         n_features=int(header["max_feature_idx"]) + 1,
@@ -342,6 +457,18 @@ def _lookup(tree: dict[str, str], index: int, missing_type: int) -> np.ndarray:
     bits = (words[:, None] >> np.arange(32)) & 1
     nan = 0.0 if _nan_reaches_bitset() and missing_type != 2 else -1.0
     return np.concatenate([1.0 - bits.reshape(-1), [1.0, nan]])
+
+
+def _leaf_of_pattern(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The leaf each pattern reaches from the root (bit ``j``: left at node ``j``)."""
+    patterns = np.arange(2 ** len(left))
+    node = np.zeros(len(patterns), dtype=np.int64)
+    while (node >= 0).any():
+        inside = node >= 0
+        at = node[inside]
+        goes_left = (patterns[inside] >> at) & 1
+        node[inside] = np.where(goes_left == 1, left[at], right[at])
+    return ~node
 
 
 def _shap_table(

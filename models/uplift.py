@@ -76,6 +76,7 @@ import pyarrow.compute as pc
 
 from features.contracts import NS_PER_DAY, TEXT, cutoff_timestamp
 from features.duck import query_arrow
+from features.orders import order_table
 
 __all__ = [
     "ALL_SEGMENTS",
@@ -132,33 +133,13 @@ def orders_with_discount(
             or after it are not read.
 
     Returns:
-        One row per order placed before ``before``: ``customer_id, order_id, ordered_at, value,
-        discounted``, sorted by ``customer_id`` then ``ordered_at`` (then ``order_id``), as
-        ``order_table`` (but ids as Arrow-backed ``string[pyarrow]`` text, cheaper to read
-        again). ``discounted`` is True when a line of the order before ``before`` has
-        ``discount > 0``; all False without a ``discount`` column (nobody is a coupon user).
+        ``order_table(..., discounted=True)``: one row per order placed before ``before``,
+        ``customer_id, order_id, ordered_at, value, discounted``, sorted by ``customer_id`` then
+        ``ordered_at`` (then ``order_id``). ``discounted`` is True when a line of the order
+        before ``before`` has ``discount > 0``; all False without a ``discount`` column (nobody
+        is a coupon user).
     """
-    tz = getattr(transactions["ordered_at"].dtype, "tz", None)
-    cut = cutoff_timestamp(before, tz)
-    has_discount = "discount" in transactions.columns
-    columns = ["customer_id", "order_id", "ordered_at", "amount"]
-    lines = transactions[columns + ["discount"] if has_discount else columns]
-    flag = "coalesce(bool_or(discount > 0), false)" if has_discount else "false"
-    stamp = "ordered_at AT TIME ZONE 'UTC'" if tz is not None else "ordered_at"
-    limit = cut.tz_convert("UTC").tz_localize(None) if tz is not None else cut
-    orders = query_arrow(
-        f"""
-        SELECT customer_id, order_id, min({stamp}) AS ordered_at, sum(amount) AS value,
-               {flag} AS discounted
-        FROM lines WHERE {stamp} < TIMESTAMP '{limit.isoformat(sep=" ")}'
-        GROUP BY customer_id, order_id
-        ORDER BY customer_id, ordered_at, order_id
-        """,
-        lines=lines,
-    ).to_pandas(types_mapper={pa.string(): TEXT, pa.large_string(): TEXT}.get)
-    if tz is not None:
-        orders["ordered_at"] = orders["ordered_at"].dt.tz_localize("UTC").dt.tz_convert(tz)
-    return orders
+    return order_table(transactions, before=before, discounted=True)
 
 
 def segments(
@@ -502,7 +483,9 @@ class UpliftTable:
         uplift = self.cells["uplift"].to_numpy(dtype=np.float64).reshape(len(known), -1)
         curves += list(uplift)
         rows = np.stack([np.interp(wanted, levels, np.concatenate([[0.0], c])) for c in curves])
-        codes = pd.Categorical(segment.astype(object), categories=known).codes
+        labels = pd.Categorical(segment)  # a categorical is recoded, not read cell by cell
+        labels = labels.set_categories(labels.categories.astype(str))
+        codes = labels.set_categories(known).codes
         return rows[codes.astype(np.int64) + 1]
 
     def describe(self) -> pd.DataFrame:

@@ -569,3 +569,30 @@ def test_baseline_answers_the_models_questions():
     assert (got["p_purchase_30d"] <= 1 - got["churn_prob"] + 1e-12).all()  # 30 d within 90 d
     assert (got["predicted_value_180d"] >= 0).all()
     assert baseline.gamma_gamma is not None
+
+
+@pytest.mark.parametrize("ids", ["text", "arrow-text", "numbers"])
+def test_bgnbd_summary_does_not_depend_on_row_order(ids):
+    """Sorted orders (as ``order_table`` gives them) take a faster path: same summary."""
+    rng = np.random.default_rng(52)
+    rows = [
+        (f"c{c % 40:03d}", pd.Timestamp("2025-01-01") + pd.Timedelta(hours=int(h)), float(v))
+        for c, h, v in zip(
+            rng.integers(0, 400, 3000), rng.integers(0, 24 * 300, 3000), rng.gamma(2, 20, 3000)
+        )
+    ]
+    frame = orders_frame(rows, tz="Asia/Shanghai")
+    if ids == "arrow-text":
+        frame["customer_id"] = frame["customer_id"].astype("string[pyarrow]")
+    elif ids == "numbers":
+        frame["customer_id"] = frame["customer_id"].str[1:].astype(int)
+    cutoff = pd.Timestamp("2025-09-01", tz="Asia/Shanghai")
+    shuffled = bgnbd_summary(frame, cutoff)
+    ordered = frame.sort_values(["customer_id", "ordered_at"], kind="stable")
+    pd.testing.assert_frame_equal(bgnbd_summary(ordered, cutoff), shuffled)
+    # Sorted by customer but one customer's days out of order: still the same.
+    swapped = ordered.copy()
+    swapped.iloc[[0, 1]] = swapped.iloc[[1, 0]].to_numpy()
+    assert swapped["customer_id"].iloc[0] == swapped["customer_id"].iloc[1]
+    pd.testing.assert_frame_equal(bgnbd_summary(swapped, cutoff), shuffled)
+    assert len(shuffled) == 40 and shuffled["frequency"].gt(0).all()

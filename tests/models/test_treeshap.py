@@ -76,7 +76,10 @@ def outcome(x: pd.DataFrame, objective: str, seed: int) -> np.ndarray:
     return score + rng.normal(size=len(x))
 
 
-def train(objective: str = "binary", rounds: int = 25, n: int = 800, **params) -> lgb.Booster:
+def train(
+    objective: str = "binary", rounds: int = 25, n: int = 800, positive: bool = False, **params
+) -> lgb.Booster:
+    """A small booster; ``positive``: a regression label made positive (``exp`` of it)."""
     x = customers(n, seed=1)
     settings = {
         "objective": objective,
@@ -92,7 +95,10 @@ def train(objective: str = "binary", rounds: int = 25, n: int = 800, **params) -
         "verbosity": -1,
         **params,
     }
-    data = lgb.Dataset(x, outcome(x, objective, seed=2), params={"verbosity": -1})
+    y = outcome(x, objective, seed=2)
+    if positive:
+        y = 1 / (1 + np.exp(-y)) if objective == "cross_entropy" else np.exp(y / 3)
+    data = lgb.Dataset(x, y, params={"verbosity": -1})
     return lgb.train(settings, data, num_boost_round=rounds)
 
 
@@ -347,3 +353,89 @@ class TestPlumbing:
     def test_bad_arguments(self, booster, kwargs) -> None:
         with pytest.raises(ValueError, match="positive"):
             contributions(booster, customers(5, seed=1), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+# ---------------------------------------------------------------------------------------------
+
+PREDICTED = {k: v for k, v in CASES.items() if k != "random-forest"} | {
+    "poisson": {"objective": "poisson", "positive": True},
+    "tweedie": {"objective": "tweedie", "positive": True},
+    "quantile": {"objective": "quantile", "alpha": 0.8},
+    "huber": {"objective": "huber"},
+    "regression-l1": {"objective": "regression_l1"},
+    "binary-sigmoid-2": {"sigmoid": 2.0},
+    "trees-without-splits": {"min_data_in_leaf": 10_000, "rounds": 3},
+}
+
+
+def predicted_by_lightgbm(booster: lgb.Booster, matrix: np.ndarray) -> tuple[np.ndarray, ...]:
+    return booster.predict(matrix, raw_score=True), booster.predict(matrix)
+
+
+def refuse_lightgbm(booster: lgb.Booster, monkeypatch) -> None:
+    """Fail the test if ``predictions`` asks LightGBM to predict."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("predictions fell back to booster.predict")
+
+    monkeypatch.setattr(booster, "predict", fail)
+
+
+class TestPredictions:
+    @pytest.mark.parametrize("params", PREDICTED.values(), ids=PREDICTED.keys())
+    def test_matches_lightgbm(self, params, monkeypatch) -> None:
+        booster = train(**params)
+        matrix = treeshap.lightgbm_matrix(booster, scoring_rows(booster))
+        raw, output = predicted_by_lightgbm(booster, matrix)
+        refuse_lightgbm(booster, monkeypatch)
+        # The raw scores are LightGBM's to the last bit; the transform is numpy's.
+        np.testing.assert_array_equal(treeshap.predictions(booster, matrix, raw_score=True), raw)
+        got = treeshap.predictions(booster, matrix)
+        np.testing.assert_allclose(got, output, rtol=1e-14, atol=0)
+        if params.get("objective", "binary") == "binary":
+            assert ((got > 0) & (got < 1)).all()
+
+    def test_project_models(self, monkeypatch) -> None:
+        """The project's own five boosters, as training makes them."""
+        booster = train(rounds=300, **TrainConfig(num_threads=1).params("binary"))
+        matrix = treeshap.lightgbm_matrix(booster, scoring_rows(booster))
+        raw, output = predicted_by_lightgbm(booster, matrix)
+        refuse_lightgbm(booster, monkeypatch)
+        np.testing.assert_array_equal(treeshap.predictions(booster, matrix, raw_score=True), raw)
+        np.testing.assert_allclose(treeshap.predictions(booster, matrix), output, rtol=1e-14)
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"num_leaves": 15},
+            {"objective": "regression", "reg_sqrt": True},
+            {"objective": "cross_entropy", "positive": True},
+            CASES["random-forest"],
+        ],
+        ids=["large-trees", "regression-sqrt", "other-objective", "random-forest"],
+    )
+    def test_falls_back_to_lightgbm(self, params) -> None:
+        booster = train(**params)
+        matrix = treeshap.lightgbm_matrix(booster, scoring_rows(booster))
+        np.testing.assert_array_equal(
+            treeshap.predictions(booster, matrix), booster.predict(matrix)
+        )
+
+    def test_blocks_and_threads_do_not_change_the_result(self, monkeypatch) -> None:
+        booster = train()
+        matrix = treeshap.lightgbm_matrix(booster, scoring_rows(booster))
+        whole = treeshap.predictions(booster, matrix, threads=1)
+        monkeypatch.setattr(treeshap, "_BLOCK_ROWS", 24)
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(
+                treeshap.predictions(booster, matrix, threads=threads), whole
+            )
+
+    def test_no_rows_and_bad_threads(self) -> None:
+        booster = train()
+        empty = np.zeros((0, booster.num_feature()))
+        assert treeshap.predictions(booster, empty).shape == (0,)
+        with pytest.raises(ValueError, match="positive"):
+            treeshap.predictions(booster, empty, threads=0)
