@@ -5,6 +5,7 @@ Tasks are thin wrappers over ``features/``; flows read like a table of contents.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features import messy, synthetic
 from features.adapters import completejourney
-from features.dataset import Dataset, load_dataset
+from features.dataset import Dataset, check_dataset, load_dataset
 from features.io import write_csv_safe, write_parquet
 from features.validation import Rules
 from flows.settings import Settings, get_settings
@@ -49,6 +50,17 @@ def add_defects(out: Path, fraction: float, seed: int) -> str:
 def load_data(data: Path, rules: Rules, encoding: str) -> Dataset:
     """Read and validate a data directory; quarantine is written beside it."""
     return load_dataset(data, rules, encoding=encoding)
+
+
+@task(name="data-fingerprint", cache_policy=NO_CACHE)
+def data_fingerprint(data: Path, encoding: str) -> str:
+    """A digest of the input tables' files (names and bytes): the same files, the same digest."""
+    digest = hashlib.sha256()
+    for name, path in sorted(check_dataset(data, encoding=encoding).items()):
+        with open(path, "rb") as fh:
+            digest.update(f"{name}:{path.name}:".encode())
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()[:16]
 
 
 @task(name="read-completejourney", cache_policy=NO_CACHE)

@@ -120,7 +120,10 @@ def write_set(
         staged[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         arrow = {name: _typed(frame) for name, frame in tables.items()}
-        # Arrow's writers release the GIL: the files of all tables are written side by side.
+        text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+        (staged["scores"] / "summary.json").write_text(text)
+        # Arrow's writers and DuckDB release the GIL: the files of all tables are written side
+        # by side while DuckDB stages the rows (under the lock, uncommitted until the swap).
         with ThreadPoolExecutor(2) as pool:
             jobs = [
                 pool.submit(pq.write_table, table, staged["scores"] / f"{name}.parquet")
@@ -129,12 +132,10 @@ def write_set(
                 pool.submit(_write_csv, table, staged["exports"] / f"{name}.csv")
                 for name, table in arrow.items()
             ]
-            for job in jobs:
-                job.result()
-        text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
-        (staged["scores"] / "summary.json").write_text(text)
-        with _locked(workdir), _duckdb_rows(workdir / "ltv.duckdb", as_of, arrow):
-            _swap([(staged[kind], final[kind]) for kind in final])  # then the rows commit
+            with _locked(workdir), _duckdb_rows(workdir / "ltv.duckdb", as_of, arrow):
+                for job in jobs:
+                    job.result()
+                _swap([(staged[kind], final[kind]) for kind in final])  # then the rows commit
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)

@@ -33,7 +33,7 @@ from features import due_categories
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
-from flows.data import load_data, rules_from
+from flows.data import data_fingerprint, load_data, rules_from
 from flows.features import build_snapshot, write_snapshot
 from flows.outputs import previous_scores, write_set
 from flows.settings import Settings, get_settings
@@ -45,7 +45,6 @@ from models.scoring import (
     DATE,
     RECALL_STAGES,
     RiskBands,
-    baseline_columns,
     coupon_columns,
     model_columns,
     opt_out_flags,
@@ -53,8 +52,9 @@ from models.scoring import (
     segment_migration,
     touches_within,
     value_percentile,
+    with_baseline,
 )
-from models.tracking import Registered, fingerprint
+from models.tracking import Registered
 from models.training import Models, load_part, models_from_parts
 from models.uplift import (
     estimate_uplift,
@@ -166,22 +166,20 @@ def bgnbd_scores(
 def score_table(
     snapshot: pd.DataFrame,
     champions: Champions,
-    baseline: pd.DataFrame,
     previous: pd.DataFrame | None,
     due: pd.DataFrame,
     bands: RiskBands,
 ) -> pd.DataFrame:
-    """Scores, comparison, bands, percentiles, migration, restock reminders and reasons."""
-    missing = sorted({f for p in _parts(champions.models) for f in p.features} - set(snapshot))
+    """Scores, bands, percentiles, migration, restock reminders and reasons."""
+    missing = sorted({f for p in champions.models.parts() for f in p.features} - set(snapshot))
     if missing:
         raise InputError(
             f"the champion models need features the snapshot lacks: {', '.join(missing[:5])}; "
             "retrain with ltv train on this data"
         )
-    scores, _ = model_columns(champions.models, snapshot, bands)
+    scores = model_columns(champions.models, snapshot, bands)
     keys = snapshot[["customer_id", "as_of"]].copy()
     out = pd.concat([keys, scores], axis=1)
-    out = pd.concat([out, baseline_columns(baseline, snapshot["customer_id"])], axis=1)
     for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
         out[column] = snapshot[column].array
     out["value_percentile_in_stage"] = value_percentile(
@@ -200,76 +198,90 @@ def score_table(
     return pd.concat([out, recall_columns(out, snapshot)], axis=1)
 
 
-def _parts(models: Models) -> list[Any]:
-    return [
-        models.churn,
-        models.purchase_30d,
-        models.next_order_days,
-        models.value_buy,
-        models.value_spend,
-    ]
+@task(name="restock-due", cache_policy=NO_CACHE)
+def restock_due(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
+    """The categories each customer will run out of within 7 days (restock reminders)."""
+    return due_categories(dataset.transactions, as_of=as_of, within_days=7)
+
+
+@dataclass
+class CouponInputs:
+    """Per customer (in snapshot order): each tier's uplift, the frequency cap and opt-outs."""
+
+    uplift: np.ndarray
+    capped: np.ndarray
+    opted_out: np.ndarray
+    facts: dict[str, Any]
+
+
+@task(name="coupon-uplift", cache_policy=NO_CACHE)
+def coupon_inputs(
+    orders: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    customers: pd.DataFrame | None,
+    customer_ids: pd.Series,
+    policy: CouponPolicy,
+    as_of: datetime.date,
+) -> CouponInputs:
+    """Each tier's uplift per customer, who is at the frequency cap and who opted out.
+
+    The uplift of each tier comes from past coupon touches (``models.uplift``, by segment) or,
+    without coupon history, from the policy's ``default_uplift``.
+    """
+    stamp = cutoff_timestamp(as_of, getattr(orders["ordered_at"].dtype, "tz", None))
+    table = estimate_uplift(
+        None, touches, as_of=as_of, window_days=policy.window_days, orders=orders
+    )
+    if table is not None:
+        segment = segments(orders, customer_ids, stamp)
+        uplift = table.for_customers(segment, list(policy.coupon_values))
+        method = "by segment from past coupon touches (models.uplift)"
+    else:
+        uplift = np.tile(policy.default_uplifts, (len(customer_ids), 1))
+        why = uplift_unavailable_reason(touches, as_of=as_of, window_days=policy.window_days)
+        method = f"default_uplift of the policy ({why or 'no usable coupon touch'})"
+    cap = policy.frequency_cap
+    capped = touches_within(touches, customer_ids, stamp, cap.days) >= cap.max_touches
+    opted = np.zeros(len(customer_ids), dtype=bool)
+    if customers is not None and policy.opt_out_column in customers.columns:
+        column = customers[policy.opt_out_column]
+        flags = pd.Series(opt_out_flags(column).to_numpy(), index=customers["customer_id"])
+        anyone = flags.groupby(level=0).any().reindex(customer_ids.to_numpy())
+        opted = anyone.fillna(False).to_numpy(dtype=bool)
+    facts = {
+        "uplift_method": method,
+        "opted_out": int(opted.sum()),
+        "uplift": table.describe().to_dict("records") if table is not None else [],
+    }
+    return CouponInputs(uplift, capped, opted, facts)
 
 
 @task(name="coupon-tiers", cache_policy=NO_CACHE)
 def coupon_tiers(
     scored: pd.DataFrame,
     snapshot: pd.DataFrame,
-    dataset: Dataset,
-    orders: pd.DataFrame,
+    inputs: CouponInputs,
     policy: CouponPolicy,
     budget: float | None,
     as_of: datetime.date,
     seed: int,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Each customer's coupon tier within the budget, and the control group.
-
-    The uplift of each tier comes from past coupon touches (``models.uplift``, by segment) or,
-    without coupon history, from the policy's ``default_uplift``.
-    """
-    tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
-    stamp = cutoff_timestamp(as_of, tz)
-    table = estimate_uplift(
-        dataset.transactions,
-        dataset.touches,
-        as_of=as_of,
-        window_days=policy.window_days,
-        orders=orders,
-    )
-    if table is not None:
-        segment = segments(orders, scored["customer_id"], stamp)
-        uplift = table.for_customers(segment, list(policy.coupon_values))
-        method = "by segment from past coupon touches (models.uplift)"
-    else:
-        uplift = np.tile(policy.default_uplifts, (len(scored), 1))
-        why = uplift_unavailable_reason(
-            dataset.touches, as_of=as_of, window_days=policy.window_days
-        )
-        method = f"default_uplift of the policy ({why or 'no usable coupon touch'})"
-    cap = policy.frequency_cap
-    capped = touches_within(dataset.touches, scored["customer_id"], stamp, cap.days)
-    opted = np.zeros(len(scored), dtype=bool)
-    if dataset.customers is not None and policy.opt_out_column in dataset.customers.columns:
-        column = dataset.customers[policy.opt_out_column]
-        flags = pd.Series(opt_out_flags(column).to_numpy(), index=dataset.customers["customer_id"])
-        anyone = flags.groupby(level=0).any().reindex(scored["customer_id"].to_numpy())
-        opted = anyone.fillna(False).to_numpy(dtype=bool)
+    """Each customer's coupon tier within the budget, and the control group."""
     out, totals = coupon_columns(
         scored,
         snapshot,
-        uplift,
+        inputs.uplift,
         policy,
         budget=budget,
-        capped=capped >= cap.max_touches,
-        opted_out=opted,
+        capped=inputs.capped,
+        opted_out=inputs.opted_out,
         as_of=as_of,
         seed=seed,
     )
     facts = totals | {
-        "uplift_method": method,
         "budget": budget,
         "frequency_capped": int(out["frequency_capped"].sum()),
-        "opted_out": int(opted.sum()),
-        "uplift": table.describe().to_dict("records") if table is not None else [],
+        **inputs.facts,
     }
     return out, facts
 
@@ -286,6 +298,11 @@ def scoring_id(parts: dict[str, Any]) -> str:
     """A scoring's id: a hash of what it was computed from (the same inputs, the same id)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _digest(secret: bytes | None) -> str | None:
+    """A secret's SHA-256, so an id tells scorings with different keys apart without it."""
+    return hashlib.sha256(secret).hexdigest() if secret else None
 
 
 def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions) -> dict[str, Any]:
@@ -332,31 +349,45 @@ def score(
     policy_path = settings.score.policy_file or default_policy_file()
     policy = load_policy(policy_path)
     champions = load_champions(settings, workdir, as_of)
-    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    digest = data_fingerprint.submit(data, settings.ingest.encoding)
+    # The raw tables are let go as soon as what reads them is done (the result of a task
+    # called directly would be kept by the flow run to its end); what reads them runs side by
+    # side with the snapshot and the scores.
+    dataset = load_data.submit(data, rules_from(settings), settings.ingest.encoding).result()
+    ordering = orders_before.submit(dataset, as_of)
+    due = restock_due.submit(dataset, as_of)
     snapshot = build_snapshot(dataset, as_of)
-    write_snapshot(snapshot, workdir, as_of)
-    orders = orders_before(dataset, as_of)
+    written = write_snapshot.submit(snapshot, workdir, as_of)
     tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
-    baseline = bgnbd_scores(
+    orders = ordering.result()  # done by now: grouped while the snapshot was built
+    baseline = bgnbd_scores.submit(
         orders,
         cutoff_timestamp(as_of, tz),
         settings.score.baseline_sample,
         settings.seed,
         champions.models.horizon_days,
     )
+    ids = snapshot["customer_id"]
+    inputs = coupon_inputs.submit(orders, dataset.touches, dataset.customers, ids, policy, as_of)
+    restock = due.result()
+    del dataset, ordering, orders, due  # the transaction lines are not read any more
     previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])
-    due = due_categories(dataset.transactions, as_of=as_of, within_days=7)
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
-    scored = score_table(snapshot, champions, baseline, previous, due, bands)
+    scored = score_table(snapshot, champions, previous, restock, bands)
+    scored = with_baseline(scored, baseline.result())
     coupons, facts = coupon_tiers(
-        scored, snapshot, dataset, orders, policy, budget, as_of, settings.seed
+        scored, snapshot, inputs.result(), policy, budget, as_of, settings.seed
     )
+    written.result()
     scored = pd.concat([scored, coupons], axis=1)
     run_id = scoring_id(
         {
             "as_of": as_of,
             "models": champions.label,
-            "data": fingerprint(snapshot),
+            "data": digest.result(),
+            "ingest": settings.ingest.model_dump(mode="json"),
+            "timezone": settings.timezone,
+            "hmac_key": _digest(settings.hmac_key_bytes),
             "budget": budget,
             "policy": Path(policy_path).read_text(),
             "seed": settings.seed,

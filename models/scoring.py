@@ -32,15 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.policy import CouponPolicy, allocate, control_group, incremental_value
-from models.training import Models, Predictions, predict
+from models.training import Models, predict
 
 __all__ = [
     "DATE",
     "RECALL_STAGES",
     "RiskBands",
     "baseline_columns",
+    "with_baseline",
     "coupon_columns",
     "model_columns",
     "OPT_OUT_YES",
@@ -75,13 +77,10 @@ class RiskBands:
         return out
 
 
-def model_columns(
-    models: Models, snapshot: pd.DataFrame, bands: RiskBands
-) -> tuple[pd.DataFrame, Predictions]:
+def model_columns(models: Models, snapshot: pd.DataFrame, bands: RiskBands) -> pd.DataFrame:
     """The model scores of every customer of ``snapshot`` (nulls for those without an order).
 
-    Returns the columns (aligned with ``snapshot``'s index) and the raw predictions of the
-    buyers (in the order of the buyers' rows).
+    Returns the columns, aligned with ``snapshot``'s index.
     """
     buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
     pred = predict(models, snapshot[buyers])
@@ -113,7 +112,7 @@ def model_columns(
         },
         index=snapshot.index,
     )
-    return out, pred
+    return out
 
 
 def baseline_columns(scores: pd.DataFrame, customer_ids: pd.Series) -> pd.DataFrame:
@@ -126,6 +125,13 @@ def baseline_columns(scores: pd.DataFrame, customer_ids: pd.Series) -> pd.DataFr
         },
         index=customer_ids.index,
     )
+
+
+def with_baseline(scored: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """``scored`` with :func:`baseline_columns` placed right after the model's value columns."""
+    at = list(scored.columns).index("spend_if_buy_180d") + 1
+    columns = baseline_columns(scores, scored["customer_id"])
+    return pd.concat([scored.iloc[:, :at], columns, scored.iloc[:, at:]], axis=1)
 
 
 def value_percentile(value: pd.Series, stage: pd.Series) -> pd.Series:
@@ -193,9 +199,10 @@ def recall_columns(scored: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame
     recovered = churn * r * scored["spend_if_buy_180d"].to_numpy(dtype=float)
     wanted = snapshot["lifecycle_stage"].isin(RECALL_STAGES).to_numpy() & ~np.isnan(recovered)
     priority = np.full(len(snapshot), np.nan)
-    ids = snapshot["customer_id"].astype(str).to_numpy()
+    ids = pa.array(snapshot["customer_id"].astype("string[pyarrow]").array)
+    id_rank = np.asarray(pc.rank(ids, sort_keys="ascending", tiebreaker="first"))  # no str objects
     rows = np.flatnonzero(wanted)
-    order = rows[np.lexsort((ids[rows], -recovered[rows]))]
+    order = rows[np.lexsort((id_rank[rows], -recovered[rows]))]
     priority[order] = np.arange(1, len(order) + 1)
     return pd.DataFrame(
         {

@@ -71,6 +71,10 @@ class Models:
     value_spend: Regressor
     horizon_days: int
 
+    def parts(self) -> list[Classifier | Regressor]:
+        """The five boosters' models, bundle by bundle (:data:`BUNDLES` order)."""
+        return [getattr(self, name) for names in BUNDLES.values() for name in names]
+
 
 @dataclass
 class Predictions:
@@ -197,7 +201,7 @@ def predict(models: Models, frame: pd.DataFrame) -> Predictions:
     if len(frame) == 0:  # LightGBM refuses an empty input
         nothing = np.zeros(0)
         return Predictions(nothing, nothing, nothing, nothing, nothing)
-    parts = [getattr(models, name) for names in BUNDLES.values() for name in names]
+    parts = models.parts()
     first = models.churn.booster
     shared = all(
         p.features == models.churn.features

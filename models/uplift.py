@@ -531,7 +531,7 @@ def uplift_unavailable_reason(
 
 
 def estimate_uplift(
-    transactions: pd.DataFrame,
+    transactions: pd.DataFrame | None,
     touches: pd.DataFrame | None,
     *,
     as_of: datetime.date | str | pd.Timestamp,
@@ -549,7 +549,8 @@ def estimate_uplift(
 
     Args:
         transactions: Validated lines (``customer_id, order_id, ordered_at, amount``; optional
-            ``discount`` for the coupon-user flag).
+            ``discount`` for the coupon-user flag); not read when ``orders`` are given (may be
+            ``None`` then).
         touches: Validated touches (``customer_id, sent_at, coupon_value``) or ``None``.
         as_of: The cutoff: a date (midnight in the data's time zone) or a timestamp.
         window_days: ``W``: an order in ``[sent_at, sent_at + W)`` is the touch's outcome.
@@ -579,7 +580,11 @@ def estimate_uplift(
     if reason is not None or touches is None:
         _log.info("no coupon uplift estimate: %s", reason)
         return None
-    order_tz = getattr(transactions["ordered_at"].dtype, "tz", None)
+    if orders is None and transactions is None:
+        raise ValueError("estimate_uplift needs the transactions or the orders")
+    lines = orders if orders is not None else transactions
+    assert lines is not None
+    order_tz = getattr(lines["ordered_at"].dtype, "tz", None)
     sent, cut = _sent_and_cutoff(touches, as_of)
     if (order_tz is None) != (cut.tzinfo is None):
         raise ValueError("touch and order times must both be naive or both time-zone aware")
@@ -588,9 +593,7 @@ def estimate_uplift(
     value = _coupon_values(touches)
     experiment = np.flatnonzero((sent >= lo) & (sent < hi))
     if orders is None:
-        (line_code, touch_code), n_codes = _encode(
-            transactions["customer_id"], touches["customer_id"]
-        )
+        (line_code, touch_code), n_codes = _encode(lines["customer_id"], touches["customer_id"])
     else:
         (order_code, touch_code), n_codes = _encode(orders["customer_id"], touches["customer_id"])
 
@@ -606,7 +609,7 @@ def estimate_uplift(
 
     if orders is None:
         cut_ns = cutoff_timestamp(as_of, order_tz).value
-        book = _order_book(transactions, line_code, cut_ns, n_codes)
+        book = _order_book(lines, line_code, cut_ns, n_codes)
     else:  # the same orders, already grouped by the caller
         discounted = orders["discounted"].to_numpy(dtype=bool, na_value=False)
         book = _Book.build(order_code, _ns(orders["ordered_at"]), discounted, n_codes)
