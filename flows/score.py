@@ -55,7 +55,7 @@ from models.scoring import (
     with_baseline,
 )
 from models.tracking import Registered
-from models.training import Models, load_part, models_from_parts
+from models.training import Models, load_part, model_matrix, models_from_parts, predict
 from models.uplift import (
     estimate_uplift,
     orders_with_discount,
@@ -177,7 +177,11 @@ def score_table(
             f"the champion models need features the snapshot lacks: {', '.join(missing[:5])}; "
             "retrain with ltv train on this data"
         )
-    scores = model_columns(champions.models, snapshot, bands)
+    models = champions.models
+    buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
+    rows = snapshot[buyers]
+    matrix = model_matrix(models, rows)  # read by the five boosters and the reasons
+    scores = model_columns(predict(models, rows, matrix), snapshot, buyers, bands)
     keys = snapshot[["customer_id", "as_of"]].copy()
     out = pd.concat([keys, scores], axis=1)
     for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
@@ -188,8 +192,8 @@ def score_table(
     out = pd.concat([out, segment_migration(out, previous)], axis=1)
     restock = due.set_index("customer_id")["categories_due"]
     out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).astype("string").array
-    buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
-    why = reasons(champions.models.churn.booster, snapshot[buyers])
+    why = reasons(models.churn.booster, rows, matrix=matrix)
+    del rows, matrix
     for column in ("reason_1", "reason_2", "reason_3"):
         text = pd.Series(pd.NA, index=out.index, dtype="string")
         text[buyers] = why[column].to_numpy()

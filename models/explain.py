@@ -855,7 +855,13 @@ def _inputs(booster: lgb.Booster, frame: pd.DataFrame) -> pd.DataFrame:
     return x
 
 
-def _rank(booster: lgb.Booster, frame: pd.DataFrame, top: int, chunk_rows: int) -> _Ranked:
+def _rank(
+    booster: lgb.Booster,
+    frame: pd.DataFrame,
+    top: int,
+    chunk_rows: int,
+    matrix: np.ndarray | None = None,
+) -> _Ranked:
     """TreeSHAP chunk by chunk, summed per facet and driver; the ``top`` drivers of each row."""
     if top < 1 or chunk_rows < 1:
         raise ValueError(f"top and chunk_rows must be positive, got {top} and {chunk_rows}")
@@ -866,11 +872,14 @@ def _rank(booster: lgb.Booster, frame: pd.DataFrame, top: int, chunk_rows: int) 
     value = np.full((top, n), np.nan)
     if n == 0:
         return _Ranked(plan, driver, facet, value)
-    x = _inputs(booster, frame)
+    if matrix is not None and matrix.shape != (n, booster.num_feature()):
+        raise ValueError(f"matrix has shape {matrix.shape}, not ({n}, {booster.num_feature()})")
+    x: pd.DataFrame | np.ndarray = _inputs(booster, frame) if matrix is None else matrix
     width = len(plan.columns) + 1
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
-        contrib = contributions(booster, x.iloc[start:stop])
+        chunk = x[start:stop] if isinstance(x, np.ndarray) else x.iloc[start:stop]
+        contrib = contributions(booster, chunk)
         if contrib.ndim != 2 or contrib.shape[1] != width:
             raise ValueError("reasons need a single-output model (binary or regression)")
         by_facet = np.add.reduceat(contrib[:, plan.columns], plan.starts, axis=1)
@@ -925,7 +934,12 @@ def top_drivers(
 
 
 def reasons(
-    booster: lgb.Booster, frame: pd.DataFrame, *, top: int = 3, chunk_rows: int = 200_000
+    booster: lgb.Booster,
+    frame: pd.DataFrame,
+    *,
+    top: int = 3,
+    chunk_rows: int = 200_000,
+    matrix: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Plain-words reasons for each row's churn score, strongest first.
 
@@ -938,6 +952,8 @@ def reasons(
         top: How many reasons per row.
         chunk_rows: Rows per TreeSHAP call; memory is about ``chunk_rows x features x 8``
             bytes, twice.
+        matrix: The model's inputs for ``frame`` as LightGBM reads them
+            (``models.treeshap.lightgbm_matrix``), when the caller has them already.
 
     Returns:
         A frame aligned with ``frame.index``, columns ``reason_1`` .. ``reason_<top>``
@@ -949,7 +965,7 @@ def reasons(
         ValueError: When the frame lacks a model feature, its text features do not match the
             model's, or the model has several outputs.
     """
-    ranked = _rank(booster, frame, top, chunk_rows)
+    ranked = _rank(booster, frame, top, chunk_rows, matrix)
     n = len(frame)
     flat_facet = ranked.facet.reshape(-1)  # position = slot * n + row
     flat_value = ranked.value.reshape(-1)

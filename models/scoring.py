@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.policy import CouponPolicy, allocate, control_group, incremental_value
-from models.training import Models, predict
+from models.training import Predictions
 
 __all__ = [
     "DATE",
@@ -77,13 +77,20 @@ class RiskBands:
         return out
 
 
-def model_columns(models: Models, snapshot: pd.DataFrame, bands: RiskBands) -> pd.DataFrame:
+def model_columns(
+    pred: Predictions, snapshot: pd.DataFrame, buyers: np.ndarray, bands: RiskBands
+) -> pd.DataFrame:
     """The model scores of every customer of ``snapshot`` (nulls for those without an order).
 
-    Returns the columns, aligned with ``snapshot``'s index.
+    Args:
+        pred: The predictions of the buyers' rows (``models.training.predict``), in order.
+        snapshot: The feature snapshot.
+        buyers: Which rows of ``snapshot`` have an order (and a prediction).
+        bands: The churn risk bands.
+
+    Returns:
+        The columns, aligned with ``snapshot``'s index.
     """
-    buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
-    pred = predict(models, snapshot[buyers])
     as_of = pd.Timestamp(snapshot["as_of"].iloc[0]).tz_localize(None).normalize()
     n = len(snapshot)
 

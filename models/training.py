@@ -191,31 +191,38 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
     )
 
 
-def predict(models: Models, frame: pd.DataFrame) -> Predictions:
+def model_matrix(models: Models, frame: pd.DataFrame) -> np.ndarray | None:
+    """LightGBM's input matrix of ``frame``, read by all five boosters; ``None`` when they differ.
+
+    The parts share their features and categories when trained together; the matrix holds the
+    same numbers LightGBM computes from the frame itself (``models.treeshap.lightgbm_matrix``).
+    """
+    first = models.churn
+    shared = all(
+        p.features == first.features
+        and p.booster.pandas_categorical == first.booster.pandas_categorical
+        for p in models.parts()
+    )
+    if not shared or len(frame) == 0:
+        return None
+    return lightgbm_matrix(first.booster, feature_frame(_inputs(frame), first.features))
+
+
+def predict(models: Models, frame: pd.DataFrame, matrix: np.ndarray | None = None) -> Predictions:
     """All model outputs for ``frame`` (features; labels, if present, are ignored).
 
-    When the five parts share their features and categories (they do when trained together),
-    the frame becomes LightGBM's input matrix once, and every booster reads it: the same
-    numbers LightGBM computes from the frame itself, without five conversions.
+    The frame becomes LightGBM's input matrix once (:func:`model_matrix`, or ``matrix`` when
+    the caller has it already), and every booster reads it, without five conversions.
     """
     if len(frame) == 0:  # LightGBM refuses an empty input
         nothing = np.zeros(0)
         return Predictions(nothing, nothing, nothing, nothing, nothing)
-    parts = models.parts()
-    first = models.churn.booster
-    shared = all(
-        p.features == models.churn.features
-        and p.booster.pandas_categorical == first.pandas_categorical
-        for p in parts
-    )
-    if shared:
-        matrix = lightgbm_matrix(first, feature_frame(_inputs(frame), models.churn.features))
-
-        def raw(part: Classifier | Regressor) -> np.ndarray:
-            return predictions(part.booster, matrix)
+    shared = matrix if matrix is not None else model_matrix(models, frame)
+    if shared is not None:
 
         def out(part: Classifier | Regressor) -> np.ndarray:
-            return part.calibrator(raw(part)) if isinstance(part, Classifier) else raw(part)
+            raw = predictions(part.booster, shared)
+            return part.calibrator(raw) if isinstance(part, Classifier) else raw
     else:
         x = _inputs(frame)
 

@@ -115,7 +115,7 @@ class _Plan:
 
 def contributions(
     booster: lgb.Booster,
-    x: pd.DataFrame,
+    x: pd.DataFrame | np.ndarray,
     *,
     chunk_rows: int = 250_000,
     threads: int | None = None,
@@ -128,7 +128,8 @@ def contributions(
             iteration fall back to ``booster.predict(x, pred_contrib=True)``.
         x: The model inputs, one column per model feature in the model's order (what
             ``booster.predict`` takes); categorical columns are mapped through
-            ``booster.pandas_categorical`` as ``predict`` maps them.
+            ``booster.pandas_categorical`` as ``predict`` maps them. Or that frame's
+            :func:`lightgbm_matrix`, when the caller has it already.
         chunk_rows: Rows converted to a float matrix at once; memory is about
             ``chunk_rows x features x 8`` bytes on top of the result.
         threads: Threads explaining blocks of rows in parallel; by default the booster's
@@ -159,7 +160,7 @@ def contributions(
         mapper = pool.map if threads > 1 else map
         for start in range(0, len(x), chunk_rows):
             stop = min(start + chunk_rows, len(x))
-            matrix = lightgbm_matrix(booster, x.iloc[start:stop])
+            matrix = _rows(booster, x, start, stop)
             rows = _blocks(stop - start, threads)
             for where, block in zip(rows, mapper(explain, (matrix[r] for r in rows)), strict=True):
                 out[start + where.start : start + where.stop] = block.T
@@ -251,11 +252,18 @@ def _blocks(n: int, threads: int) -> list[slice]:
     return [slice(first, min(first + size, n)) for first in range(0, n, size)]
 
 
-def _lightgbm(booster: lgb.Booster, x: pd.DataFrame, chunk_rows: int) -> np.ndarray:
+def _rows(booster: lgb.Booster, x: pd.DataFrame | np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``x`` as LightGBM reads them."""
+    if isinstance(x, np.ndarray):
+        return x[start:stop]
+    return lightgbm_matrix(booster, x.iloc[start:stop])
+
+
+def _lightgbm(booster: lgb.Booster, x: pd.DataFrame | np.ndarray, chunk_rows: int) -> np.ndarray:
     """LightGBM's own TreeSHAP, chunk by chunk (several outputs: ``predict``'s layout)."""
     width = (booster.num_feature() + 1) * booster.num_model_per_iteration()
     chunks = [
-        np.asarray(booster.predict(x.iloc[start : start + chunk_rows], pred_contrib=True))
+        np.asarray(booster.predict(_rows(booster, x, start, start + chunk_rows), pred_contrib=True))
         for start in range(0, len(x), chunk_rows)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, width))

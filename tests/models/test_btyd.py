@@ -578,7 +578,10 @@ def test_bgnbd_summary_does_not_depend_on_row_order(ids):
     rows = [
         (f"c{c % 40:03d}", pd.Timestamp("2025-01-01") + pd.Timedelta(hours=int(h)), float(v))
         for c, h, v in zip(
-            rng.integers(0, 400, 3000), rng.integers(0, 24 * 300, 3000), rng.gamma(2, 20, 3000)
+            rng.integers(0, 400, 3000),
+            rng.integers(0, 24 * 300, 3000),
+            rng.gamma(2, 20, 3000),
+            strict=True,
         )
     ]
     frame = orders_frame(rows, tz="Asia/Shanghai")

@@ -26,6 +26,7 @@ from models.explain import (
     reasons,
     top_drivers,
 )
+from models.treeshap import lightgbm_matrix
 
 TRAIN_AT = "2025-12-01"
 SCORE_AT = "2026-03-01"
@@ -186,6 +187,15 @@ class TestReasons:
     ) -> None:
         pd.testing.assert_frame_equal(reasons(booster, frame), explained)
         pd.testing.assert_frame_equal(reasons(booster, frame, chunk_rows=333), explained)
+
+    def test_the_callers_input_matrix_gives_the_same_reasons(
+        self, booster: lgb.Booster, frame: pd.DataFrame, explained: pd.DataFrame
+    ) -> None:
+        matrix = lightgbm_matrix(booster, feature_frame(frame, booster.feature_name()))
+        got = reasons(booster, frame, matrix=matrix, chunk_rows=333)
+        pd.testing.assert_frame_equal(got, explained)
+        with pytest.raises(ValueError, match="shape"):
+            reasons(booster, frame, matrix=matrix[:-1])
 
     def test_ranking_matches_summed_contributions(
         self, booster: lgb.Booster, frame: pd.DataFrame, ranked: pd.DataFrame
