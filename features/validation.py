@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -34,7 +35,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from features.contracts import DIRECT_IDENTIFIER_PATTERN, TEXT, ColumnSpec, TableSpec
-from features.duck import query, quote
+from features.duck import query, query_arrow, quote
 from features.io import InputError, RawTable, require_columns
 
 _LATEST = pd.Timestamp("2100-01-01")
@@ -44,6 +45,10 @@ _NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
 _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d{1,9})?)?)?)?$"
 _PHONE_OR_EMAIL = r"^(\+?86[- ]?)?1[3-9]\d{9}$|^\+\d{7,15}$|^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _IDENTIFIER = re.compile(DIRECT_IDENTIFIER_PATTERN)
+#: The id every table has: with the typed columns, it tells most lines apart cheaply.
+_CUSTOMER = "customer_id"
+#: Nanoseconds in a tick of the units a pandas datetime can have.
+_NANOSECONDS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
 @dataclass(frozen=True)
@@ -94,27 +99,26 @@ def hash_identifier(values: pd.Series, key: bytes) -> pd.Series:
 
 def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTable:
     """Validate one raw table against its contract; raise :class:`InputError` if unusable."""
-    frame = raw.frame.reset_index(drop=True)
+    frame = raw.frame.copy(deep=False)  # the columns are shared, never written
+    frame.index = pd.RangeIndex(len(frame))
     source_row = pd.Series(np.asarray(raw.source_row), index=frame.index, name="source_row")
     require_columns(raw.path, list(frame.columns), spec.required)
     frame, hashed, dropped = _protect_identifiers(frame, spec, rules, raw)
 
-    typed = frame.copy(deep=False)  # parsed columns replace, pass-through columns are shared
-    failures: list[_Failure] = []
-    unparsed: dict[str, np.ndarray] = {}
-    for column in frame.columns:
-        column_spec = spec.spec(column)
-        if column_spec is None:
-            continue
-        parsed = _PARSERS[column_spec.kind](frame[column], rules)
-        typed[column], unparsed[column] = parsed.values, parsed.unparsed
-        failures += [_failure(frame, m, column, msg) for msg, m in parsed.failed.items()]
-    failures += _cell_failures(frame, typed, spec, rules, unparsed)
-    failures += _row_set_failures(typed, spec, _failed(failures, len(frame)))
-    duplicates = _duplicate_failures(frame, source_row, _failed(failures, len(frame)))
+    # The candidates of the row-set rules need no cell rule: a thread finds them meanwhile.
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        maybe_duplicates = helper.submit(_maybe_duplicates, frame)
+        typed, failures, unparsed = _parse_columns(frame, spec, rules)
+        maybe_shared = helper.submit(_maybe_shared, typed, spec)
+        failures += _cell_failures(frame, typed, spec, rules, unparsed)
+        failed = _failed(failures, len(frame))
+        failures += _row_set_failures(typed, spec, maybe_shared.result() & ~failed, ~failed)
+        failed = _failed(failures, len(frame))
+        lines, maybe = maybe_duplicates.result()
+        duplicates = _duplicate_failures(lines, source_row, maybe & ~failed)
     failures.append(duplicates)
 
-    blank = frame.isna().all(axis=1).to_numpy()
+    blank = _blank_rows(frame)
     if blank.any():  # one reason for an empty record, not one per missing column
         failures = [f.without(blank) for f in failures]
         failures.append(_failure(frame, blank, "line", "is blank", show=False))
@@ -126,7 +130,7 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
     malformed = _malformed_rows(raw, bool(hashed or dropped))
     if len(malformed):
         quarantine = pd.concat([quarantine, malformed], ignore_index=True)
-    accepted = typed[~bad_mask].reset_index(drop=True) if bad_mask.any() else typed
+    accepted = _rows(typed, ~bad_mask) if bad_mask.any() else typed
     for count in (c.name for c in spec.columns if c.kind == "count"):
         if count in accepted:
             accepted[count] = _whole_numbers(accepted[count])
@@ -150,6 +154,43 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
     return ValidatedTable(accepted, quarantine.reset_index(drop=True), report)
 
 
+def _parse_columns(
+    frame: pd.DataFrame, spec: TableSpec, rules: Rules
+) -> tuple[pd.DataFrame, list[_Failure], dict[str, np.ndarray]]:
+    """The typed table, the failures to parse, and per contract column where it did not parse."""
+    columns = dict(frame.items())  # parsed columns replace, pass-through columns are shared
+    failures: list[_Failure] = []
+    unparsed: dict[str, np.ndarray] = {}
+    for column in frame.columns:
+        column_spec = spec.spec(column)
+        if column_spec is None:
+            continue
+        parsed = _PARSERS[column_spec.kind](frame[column], rules)
+        columns[column], unparsed[column] = parsed.values, parsed.unparsed
+        failures += [_failure(frame, m, column, msg) for msg, m in parsed.failed.items()]
+    typed = pd.DataFrame(columns, copy=False)  # setting columns one by one would copy each
+    return typed, failures, unparsed
+
+
+def _rows(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The rows of ``frame`` where ``keep`` holds, numbered from 0.
+
+    Column by column: a mask filters Arrow text chunk by chunk, where a frame's ``take`` looks
+    up each row's chunk (seconds at millions of rows).
+    """
+    return pd.DataFrame({name: values.array[keep] for name, values in frame.items()}, copy=False)
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows with every cell missing; stops at the first column that leaves none."""
+    blank = np.ones(len(frame), dtype=bool)
+    for _, values in frame.items():
+        blank &= values.isna().to_numpy()
+        if not blank.any():
+            break
+    return blank
+
+
 # --- protect ---------------------------------------------------------------------------------
 
 
@@ -171,7 +212,7 @@ def _protect_identifiers(
             )
             hashed.append(column)
     ids = _clean_text(out["customer_id"])
-    looks_personal = _matches(ids, _PHONE_OR_EMAIL)
+    looks_personal = _looks_personal(ids)
     if looks_personal.any():
         if rules.hmac_key is None:
             first = int(raw.source_row.iloc[int(np.argmax(looks_personal))])
@@ -186,10 +227,57 @@ def _protect_identifiers(
     return out, hashed, dropped
 
 
+def _looks_personal(ids: pd.Series) -> np.ndarray:
+    """Where an id matches ``_PHONE_OR_EMAIL``; the expression only runs where it can match.
+
+    A match holds an ``@`` or starts with ``+``, ``1`` or ``8`` and is 8 to 16 bytes long (11
+    digits after at most 4 prefix characters, or ``+`` and 7 to 15 digits).
+    """
+    maybe = np.concatenate(
+        [np.zeros(0, dtype=bool)] + [_phone_like(o, data) for o, data in _string_chunks(ids)]
+    )
+    if any((data[o[0] : o[-1]] == ord("@")).any() for o, data in _string_chunks(ids)):
+        maybe |= np.asarray(pc.fill_null(pc.match_substring(_arrow(ids), "@"), False))
+    found = np.zeros(len(ids), dtype=bool)
+    if maybe.any():
+        found[maybe] = _matches(ids[maybe], _PHONE_OR_EMAIL)
+    return found
+
+
+def _phone_like(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Cells of 8 to 16 bytes starting with ``+``, ``1`` or ``8`` (see :func:`_string_chunks`)."""
+    lengths = np.diff(offsets)
+    first = data[np.minimum(offsets[:-1], len(data) - 1)]  # an empty last cell: past the end
+    return np.isin(first, np.frombuffer(b"+18", np.uint8)) & (lengths >= 8) & (lengths <= 16)
+
+
 def _matches(text: pd.Series, pattern: str) -> np.ndarray:
     """Where ``text`` matches the regular expression (vectorised in Arrow; null = no match)."""
-    arr = pyarrow.array(text.astype(TEXT).array)  # the Arrow data itself, no copy
+    arr = _arrow(text.astype(TEXT))
     return np.asarray(pc.fill_null(pc.match_substring_regex(arr, pattern), False))
+
+
+def _arrow(text: pd.Series) -> pyarrow.ChunkedArray:
+    """The Arrow data of a ``TEXT`` column itself, not a copy."""
+    arr = pyarrow.array(text.array)  # a lone chunk comes back unwrapped
+    return arr if isinstance(arr, pyarrow.ChunkedArray) else pyarrow.chunked_array([arr])
+
+
+def _string_chunks(text: pd.Series) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per Arrow chunk of a text column: its offsets (one more than its cells) and its bytes.
+
+    Cell ``i`` is ``data[offsets[i] : offsets[i + 1]]``; read from Arrow's buffers, no copy. A
+    null cell may keep bytes too (Arrow allows it), so the bytes may only rule cells out. When
+    there are no bytes, ``data`` is one zero byte, so that an index stays in bounds.
+    """
+    for chunk in (c for c in _arrow(text).chunks if len(c)):
+        assert chunk.type == pyarrow.large_string(), chunk.type  # what pandas keeps text as
+        _, offsets, data = chunk.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int64)
+        yield (
+            offsets[chunk.offset : chunk.offset + len(chunk) + 1],
+            np.frombuffer(data or b"\0", dtype=np.uint8),
+        )
 
 
 # --- parse -----------------------------------------------------------------------------------
@@ -218,30 +306,55 @@ def _parse_text(raw: pd.Series, rules: Rules) -> Parsed:
 def _clean_text(raw: pd.Series) -> pd.Series:
     """Text without surrounding blanks, empty cells null; shares memory when already clean."""
     text = raw.astype(TEXT)
-    stripped = text.str.strip()
-    if _characters(stripped) != _characters(text):  # else keep the original, drop the copy
-        text = stripped
+    if _may_have_blank_edges(text):
+        stripped = text.str.strip()
+        if _bytes(stripped) != _bytes(text):  # stripping only removes; else keep the original
+            text = stripped
     empty = (text == "").to_numpy(dtype=bool, na_value=False)
     return text.mask(empty) if empty.any() else text
+
+
+def _may_have_blank_edges(text: pd.Series) -> bool:
+    """Whether a cell may start or end with a blank, judged by its bytes.
+
+    In UTF-8 a character is either one ASCII byte or bytes of 0x80 and above, so a cell whose
+    first and last bytes are printable ASCII starts and ends with a character that is no blank
+    of any kind, and stripping leaves it as it is. A chunk whose bytes are all printable needs
+    no look at its cells.
+    """
+    for offsets, data in _string_chunks(text):
+        if _printable(data[offsets[0] : offsets[-1]]):
+            continue
+        first = data[np.minimum(offsets[:-1], len(data) - 1)]  # an empty cell: another's byte
+        if not (_printable(first) and _printable(data[offsets[1:] - 1])):
+            return True
+    return False
+
+
+def _printable(data: np.ndarray) -> bool:
+    """Whether every byte is printable ASCII (``!`` to ``~``): no blank, nor part of one."""
+    return not len(data) or bool(data.min() > 0x20 and data.max() < 0x7F)
 
 
 def _whole_numbers(values: pd.Series) -> pd.Series:
     """Checked whole numbers (float) as nullable ``Int64``, without pandas' per-value checks."""
     missing = values.isna().to_numpy()
-    numbers = values.fillna(0).to_numpy(dtype=np.int64)
+    with np.errstate(invalid="ignore"):  # a missing value's NaN, zeroed below
+        numbers = values.to_numpy(dtype=np.float64).astype(np.int64)
+    numbers[missing] = 0
     return pd.Series(pd.arrays.IntegerArray(numbers, missing), index=values.index, name=values.name)
 
 
-def _characters(text: pd.Series) -> int:
-    """Characters in a text column, counted in Arrow."""
-    return int(pc.sum(pc.utf8_length(pyarrow.array(text.array))).as_py() or 0)
+def _bytes(text: pd.Series) -> int:
+    """Bytes in the (non-null) cells of a text column, counted in Arrow."""
+    return int(pc.sum(pc.binary_length(_arrow(text))).as_py() or 0)
 
 
 def _parse_number(raw: pd.Series, rules: Rules) -> Parsed:
     if pd.api.types.is_bool_dtype(raw):
         raw = raw.astype("float64")
     if pd.api.types.is_numeric_dtype(raw):
-        return Parsed(raw.astype("float64"))
+        return Parsed(raw if raw.dtype == np.float64 else raw.astype("float64"))
     text = _clean_text(raw)
     number = _cast(text, pyarrow.float64(), _NUMBER, _coerce_number)
     unparsed = (text.notna() & number.isna()).to_numpy()
@@ -258,26 +371,62 @@ def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
     tz = rules.timezone
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return Parsed(raw.dt.tz_convert(tz).astype(f"datetime64[ns, {tz}]"))
-    aware = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[ns, {tz}]")
     if pd.api.types.is_datetime64_dtype(raw):
-        naive = raw.astype("datetime64[ns]")
-        unparsed = np.zeros(len(raw), dtype=bool)
+        naive, aware, unparsed = _as_nanoseconds(raw), None, np.zeros(len(raw), dtype=bool)
     else:
-        text = _clean_text(raw)
-        has_offset = _matches(text, _OFFSET_SUFFIX)
-        naive = _to_datetime(text.where(~has_offset), utc=False)
-        if has_offset.any():
-            aware[has_offset] = _to_datetime(text[has_offset], utc=True).dt.tz_convert(tz)
-        unparsed = (text.notna() & naive.isna() & aware.isna()).to_numpy()
-    # The repeated hour when clocks go back: its first occurrence (deterministic, no row lost).
-    local = naive.dt.tz_localize(tz, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="NaT")
+        naive, aware, unparsed = _read_timestamps(raw, tz)
+    local = _localize(naive, tz)
     in_gap = (naive.notna() & local.isna()).to_numpy()
     return Parsed(
-        local.where(aware.isna(), aware),
+        local if aware is None else local.where(aware.isna(), aware),
         {
             "is not a timestamp": unparsed,
             f"does not exist in {tz} (skipped by a clock change)": in_gap,
         },
+    )
+
+
+def _localize(naive: pd.Series, tz: str) -> pd.Series:
+    """Naive local times in ``tz``; a time skipped by a clock change is NaT.
+
+    The repeated hour when clocks go back is its first occurrence (deterministic, no row lost).
+    Only the present times are localized: an optional column is often mostly empty.
+    """
+    present = naive.notna().to_numpy()
+    times = naive if present.all() else naive[present]
+    local = times.dt.tz_localize(tz, ambiguous=np.ones(len(times), dtype=bool), nonexistent="NaT")
+    if len(times) == len(naive):
+        return local
+    out = pd.Series(pd.NaT, index=naive.index, dtype=local.dtype)
+    out[present] = local.array
+    return out
+
+
+def _read_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """Text as naive local times, the times written with an offset (in ``tz``) and the rest."""
+    aware = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[ns, {tz}]")
+    text = _clean_text(raw)
+    has_offset = _matches(text, _OFFSET_SUFFIX)
+    naive = _to_datetime(text.where(~has_offset), utc=False)
+    if has_offset.any():
+        aware[has_offset] = _to_datetime(text[has_offset], utc=True).dt.tz_convert(tz)
+    return naive, aware, (text.notna() & naive.isna() & aware.isna()).to_numpy()
+
+
+def _as_nanoseconds(naive: pd.Series) -> pd.Series:
+    """Naive times (Parquet's are microseconds) as ``datetime64[ns]``.
+
+    numpy's cast is a multiplication that wraps silently past the nanosecond range (1677 to
+    2262), so it only runs when every time is inside; otherwise pandas' cast, checked value by
+    value, raises ``OutOfBoundsDatetime``.
+    """
+    values = naive.to_numpy()
+    limit = np.iinfo(np.int64).max // _NANOSECONDS[np.datetime_data(values.dtype)[0]]
+    low, high = np.array([-limit, limit]).view(values.dtype)
+    if ((values < low) | (values > high)).any():  # NaT compares false
+        return naive.astype("datetime64[ns]")
+    return pd.Series(
+        values.astype("datetime64[ns]", copy=False), index=naive.index, name=naive.name
     )
 
 
@@ -354,27 +503,40 @@ def cell_rules(spec: ColumnSpec, rules: Rules) -> list[CellRule]:
             CellRule(f"is after {_LATEST:%Y-%m-%d}", lambda s: s < latest),
         ]
     if spec.kind in ("number", "count"):
-        found.append(CellRule("is not finite (inf)", lambda s: pd.Series(np.isfinite(s), s.index)))
+        found.append(CellRule("is not finite (inf)", _on_floats(np.isfinite)))
     finite = _finite_or
     if spec.kind == "number":
         limit = rules.max_abs_amount
-        found.append(CellRule(f"is beyond ±{limit:,.0f}", finite(lambda s: s.abs() <= limit)))
+        within = finite(lambda x: (x >= -limit) & (x <= limit))
+        found.append(CellRule(f"is beyond ±{limit:,.0f}", within))
     if spec.kind == "count":
         top = rules.max_quantity
         found += [
-            CellRule("is not a whole number", finite(lambda s: s.mod(1) == 0)),
-            CellRule(f"is above {top:,}", finite(lambda s: s <= top)),
+            CellRule("is not a whole number", finite(lambda x: np.floor(x) == x)),
+            CellRule(f"is above {top:,}", finite(lambda x: x <= top)),
         ]
     if spec.min_value is not None:
         low = spec.min_value
         message = "is negative" if low == 0 else f"is below {low:g}"
-        found.append(CellRule(message, lambda s: s >= low))
+        found.append(CellRule(message, _on_floats(lambda x: x >= low)))
     return found
 
 
-def _finite_or(test: Callable[[pd.Series], pd.Series]) -> Callable[[pd.Series], pd.Series]:
+def _on_floats(test: Callable[[np.ndarray], np.ndarray]) -> Callable[[pd.Series], pd.Series]:
+    """A check of numbers run by numpy on their float values (float or ``Int64`` columns)."""
+    return lambda s: pd.Series(test(_floats(s)), s.index)
+
+
+def _floats(numbers: pd.Series) -> np.ndarray:
+    """The values of a float or ``Int64`` column as floats; a float column's own array."""
+    if numbers.dtype == np.float64:
+        return numbers.to_numpy()
+    return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _finite_or(test: Callable[[np.ndarray], np.ndarray]) -> Callable[[pd.Series], pd.Series]:
     """A check that leaves infinite values to the finiteness check (one reason each)."""
-    return lambda s: test(s) | ~pd.Series(np.isfinite(s), s.index)
+    return _on_floats(lambda x: test(x) | ~np.isfinite(x))
 
 
 def build_schema(spec: TableSpec, rules: Rules) -> pa.DataFrameSchema:
@@ -419,27 +581,30 @@ def _cell_failures(
         if column.required:
             missing = ~present & ~unparsed[column.name]
             found.append(_failure(frame, missing, column.name, "is missing", show=False))
-        filled = values if present.all() else values[present]  # no copy in the usual case
+        complete = bool(present.all())
+        filled = values if complete else values[present]  # no copy in the usual case
         for rule in cell_rules(column, rules):
-            bad = present.copy()
-            bad[present] = ~rule.passes(filled).to_numpy(dtype=bool)
+            bad = ~rule.passes(filled).to_numpy(dtype=bool)
+            if not complete:
+                bad = _spread(bad, present)
             found.append(_failure(frame, bad, column.name, rule.message))
     return found
 
 
-def _row_set_failures(typed: pd.DataFrame, spec: TableSpec, failed: np.ndarray) -> list[_Failure]:
-    """Rules over several rows, applied to the rows that passed every cell rule."""
+def _spread(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``values`` put at the true places of ``where``, false elsewhere."""
+    out = np.zeros(len(where), dtype=bool)
+    out[where] = values
+    return out
+
+
+def _row_set_failures(
+    typed: pd.DataFrame, spec: TableSpec, maybe_shared: np.ndarray, ok: np.ndarray
+) -> list[_Failure]:
+    """Rules over several rows, applied to the ``ok`` rows: those that passed every cell rule."""
     found: list[_Failure] = []
-    ok = ~failed
     if spec.name == "transactions":
-        lines = typed.loc[ok, ["order_id", "customer_id"]]
-        shared_orders = query(
-            "SELECT order_id FROM lines GROUP BY order_id "
-            "HAVING min(customer_id) <> max(customer_id)",
-            lines=lines,
-        )["order_id"]
-        shared = np.zeros(len(typed), dtype=bool)
-        shared[np.flatnonzero(ok)] = lines["order_id"].isin(shared_orders).to_numpy()
+        shared = _shared_orders(typed["order_id"], typed["customer_id"], maybe_shared)
         message = "belongs to several customers"
         found.append(_failure(typed, shared, "order_id", message, show=False))
     if spec.name == "touches" and "responded_at" in typed.columns:
@@ -448,41 +613,130 @@ def _row_set_failures(typed: pd.DataFrame, spec: TableSpec, failed: np.ndarray) 
     return found
 
 
-def _duplicate_failures(frame: pd.DataFrame, source_row: pd.Series, failed: np.ndarray) -> _Failure:
-    """Exact duplicate lines: the first is kept, the others quarantined naming it.
+def _maybe_shared(typed: pd.DataFrame, spec: TableSpec) -> np.ndarray:
+    """Lines of transactions whose order may belong to several customers (a superset).
 
-    One 64-bit hash per line (DuckDB ``hash`` over every column, NULLs alike) finds the
-    candidates cheaply; an exact GROUP BY over the candidates alone confirms them, so a hash
-    collision can never quarantine a line.
+    Each line's key holds the high bits of its order id's hash (the order's bucket) and, in the
+    low bits, its customer's exact number. Sorted, a bucket's keys are adjacent, so a bucket
+    holds several customers exactly when two neighbours share the high bits but not the low
+    ones. All the lines of an order are in its bucket, so a shared order always marks it; a
+    hash collision can only add a bucket.
+    """
+    if spec.name != "transactions":
+        return np.zeros(len(typed), dtype=bool)
+    customers = _arrow(typed["customer_id"]).combine_chunks()  # one dictionary: exact numbers
+    customer = pc.dictionary_encode(customers, null_encoding="encode")
+    bits = np.uint64(max(len(customer.dictionary) - 1, 1).bit_length())
+    hashes = _row_hashes(pyarrow.table({"order_id": _arrow(typed["order_id"])}), ["order_id"])
+    numbers = customer.indices.to_numpy().view(np.uint32)  # never negative
+    keys, tied = _pack_sorted(hashes.copy(), numbers, int(bits))
+    mixed = tied & (keys[1:] != keys[:-1])
+    if not mixed.any():
+        return np.zeros(len(typed), dtype=bool)
+    return np.isin(hashes >> bits, keys[1:][mixed] >> bits)
+
+
+def _shared_orders(orders: pd.Series, customers: pd.Series, candidates: np.ndarray) -> np.ndarray:
+    """The ``candidates`` of an order whose candidate lines name several customers.
+
+    Only the candidates are grouped, by the order id itself; as they hold all the lines that
+    count of every order they touch (:func:`_maybe_shared`), a hash collision decides nothing.
+    """
+    if not candidates.any():
+        return candidates
+    lines = pyarrow.table({"order_id": _arrow(orders), "customer_id": _arrow(customers)})
+    shared = query(
+        "SELECT order_id FROM lines GROUP BY order_id HAVING min(customer_id) <> max(customer_id)",
+        lines=lines.filter(pyarrow.array(candidates)),
+    )["order_id"]
+    return orders.isin(shared).to_numpy() & candidates
+
+
+def _row_hashes(lines: pyarrow.Table, columns: list[str]) -> np.ndarray:
+    """DuckDB's 64-bit hash of ``columns`` for each line (NULLs alike).
+
+    A plain projection keeps the lines' order (DuckDB preserves insertion order by default).
+    """
+    hashed = ", ".join(quote(c) for c in columns)
+    hashes = query_arrow(f"SELECT hash({hashed}) AS h FROM lines", lines=lines)["h"]
+    return np.concatenate([np.zeros(0, np.uint64)] + [c.to_numpy() for c in hashes.chunks])
+
+
+def _maybe_duplicates(frame: pd.DataFrame) -> tuple[pyarrow.Table, np.ndarray]:
+    """The lines as read, in Arrow, and those whose hash of some columns repeats.
+
+    Equal lines have equal 64-bit hashes of :func:`_key_columns`, so every line that repeats
+    another is marked; a hash collision can only mark one more.
+    """
+    lines = pyarrow.Table.from_pandas(frame, preserve_index=False)  # shares the columns' memory
+    return lines, _repeated(_row_hashes(lines, _key_columns(lines)))
+
+
+def _duplicate_failures(lines: pyarrow.Table, source_row: pd.Series, maybe: np.ndarray) -> _Failure:
+    """Exact duplicate lines among ``maybe``: the first is kept, the others quarantined naming it.
+
+    Lines are the same when DuckDB groups them together (NULLs alike). Only the candidates are
+    grouped, each by its every column, so a hash collision can never quarantine a line.
     """
     message = "is an exact duplicate of row"
-    none = _Failure(np.zeros(0, dtype=np.int64), "line", message)
-    positions = np.flatnonzero(~failed)
-    lines = pyarrow.Table.from_pandas(frame, preserve_index=False)  # shares the columns' memory
-    if failed.any():
-        lines = lines.take(positions)
-    lines = lines.append_column("__position", pyarrow.array(positions))
-    columns = ", ".join(quote(c) for c in frame.columns)
-    candidates = query(
-        f"WITH h AS (SELECT __position, hash({columns}) AS h FROM lines) "
-        "SELECT __position FROM h WHERE h IN (SELECT h FROM h GROUP BY h HAVING count(*) > 1)",
-        lines=lines,
-    )["__position"].to_numpy(dtype=np.int64)
-    if not len(candidates):
-        return none
-    lines = lines.take(np.searchsorted(positions, np.sort(candidates)))
+    candidates = np.flatnonzero(maybe)
     repeats = query(
         f"SELECT min(__position) AS first, list(__position) AS rows FROM lines "
-        f"GROUP BY {columns} HAVING count(*) > 1",
-        lines=lines,
+        f"GROUP BY {', '.join(quote(c) for c in lines.column_names)} HAVING count(*) > 1",
+        lines=lines.take(candidates).append_column("__position", pyarrow.array(candidates)),
     )
     if repeats.empty:
-        return none
+        return _Failure(np.zeros(0, dtype=np.int64), "line", message)
     repeats = repeats.explode("rows")
     repeats = repeats[repeats["rows"] != repeats["first"]].sort_values("rows")
     rows = repeats["rows"].to_numpy(dtype=np.int64)
     first = source_row.to_numpy()[repeats["first"].to_numpy(dtype=np.int64)]
     return _Failure(rows, "line", message, first.astype(str).astype(object), quoted=False)
+
+
+def _key_columns(lines: pyarrow.Table) -> list[str]:
+    """Columns whose hash finds the candidate duplicates cheaply.
+
+    Text costs most to hash. When a table has columns of other types (Parquet), those and the
+    customer id are the key: equal lines agree on them, and they rarely all agree otherwise. A
+    table of text alone (CSV) is hashed whole.
+    """
+    typed = [f.name for f in lines.schema if not _is_text(f.type)]
+    if not typed or _CUSTOMER not in lines.column_names:
+        return lines.column_names
+    return [_CUSTOMER, *typed]
+
+
+def _is_text(arrow_type: pyarrow.DataType) -> bool:
+    return pyarrow.types.is_string(arrow_type) or pyarrow.types.is_large_string(arrow_type)
+
+
+def _repeated(keys: np.ndarray) -> np.ndarray:
+    """Where a 64-bit key occurs more than once, and rarely where one nearly does; uses ``keys``.
+
+    Each key is sorted with its position in its low bits (:func:`_pack_sorted`), so equal keys
+    end up next to each other and still tell where they came from. Keys that differ in those low
+    bits alone are marked too; a mark only makes a candidate.
+    """
+    bits = max(len(keys) - 1, 1).bit_length()
+    packed, tied = _pack_sorted(keys, np.arange(len(keys), dtype=np.uint64), bits)
+    packed &= np.uint64((1 << bits) - 1)  # the positions
+    marked = np.zeros(len(keys), dtype=bool)
+    marked[packed[1:][tied]] = True
+    marked[packed[:-1][tied]] = True
+    return marked
+
+
+def _pack_sorted(keys: np.ndarray, payload: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``keys`` with ``payload`` (below ``2**bits``) in their low bits, sorted in place.
+
+    One sort, no argsort. Also returns where a key shares its high bits with the next one.
+    """
+    low = np.uint64((1 << bits) - 1)
+    keys &= ~low
+    keys |= payload
+    keys.sort()
+    return keys, (keys[1:] ^ keys[:-1]) <= low
 
 
 # --- reasons ---------------------------------------------------------------------------------
@@ -526,7 +780,7 @@ def _failure(
     rows = np.flatnonzero(mask)
     detail = None
     if show and len(rows):
-        cells = frame[column].to_numpy()[rows]
+        cells = frame[column].iloc[rows].to_numpy()
         detail = np.array([str(c)[:40] for c in cells], dtype=object)
     return _Failure(rows, column, message, detail)
 

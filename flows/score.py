@@ -372,7 +372,17 @@ def score(
         champions.models.horizon_days,
     )
     ids = snapshot["customer_id"]
-    inputs = coupon_inputs.submit(orders, dataset.touches, dataset.customers, ids, policy, as_of)
+    # After BG/NBD, not beside it: the two hold large arrays, and the scores use both cores.
+    inputs = coupon_inputs.submit(
+        orders,
+        dataset.touches,
+        dataset.customers,
+        ids,
+        policy,
+        as_of,
+        wait_for=[baseline],
+        return_state=False,
+    )
     restock = due.result()
     del dataset, ordering, orders, due  # the transaction lines are not read any more
     previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])

@@ -8,6 +8,8 @@ Nested sections are set from the environment with a double underscore, e.g.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 from datetime import date
 from functools import lru_cache
@@ -107,6 +109,13 @@ class Settings(BaseSettings):
         description="Arrow's allocator; the system one gives freed memory back soonest (peak "
         "RSS of ltv score at 1M customers)",
     )
+    malloc_arenas: int | None = Field(
+        2,
+        ge=1,
+        description="glibc malloc arenas (M_ARENA_MAX); few arenas keep the freed memory of "
+        "worker threads reusable (peak RSS of ltv score at 1M customers: 10.9 -> 10.0 GB); "
+        "none = glibc's default",
+    )
     ingest: IngestSettings = IngestSettings()
     train: TrainSettings = TrainSettings()
     score: ScoreSettings = ScoreSettings()
@@ -146,4 +155,19 @@ def get_settings() -> Settings:
     }
     with contextlib.suppress(NotImplementedError):  # a pyarrow built without it: its default
         pa.set_memory_pool(pools[settings.arrow_memory_pool]())
+    if settings.malloc_arenas:
+        _limit_malloc_arenas(settings.malloc_arenas)
     return settings
+
+
+def _limit_malloc_arenas(arenas: int) -> None:
+    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``); nothing elsewhere (no glibc)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+#: glibc's ``M_ARENA_MAX`` option of ``mallopt``.
+_M_ARENA_MAX = -8
