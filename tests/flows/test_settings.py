@@ -3,8 +3,10 @@
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+
 from flows.data import rules_from
-from flows.settings import Settings
+from flows.settings import Settings, get_settings
 
 
 def test_defaults(monkeypatch, tmp_path):
@@ -32,3 +34,19 @@ def test_toml_then_environment(monkeypatch, tmp_path):
     assert "s3cret" not in repr(settings)  # the key never shows in logs
     rules = rules_from(settings)
     assert (rules.timezone, rules.max_quantity, rules.hmac_key) == ("Europe/Berlin", 7, b"s3cret")
+
+
+def test_get_settings_sets_the_arrow_allocator(monkeypatch, tmp_path):
+    """The allocator named in the settings is Arrow's from then on (system by default)."""
+    monkeypatch.chdir(tmp_path)
+    before = pa.default_memory_pool()
+    try:
+        for name in ("jemalloc", "system"):
+            monkeypatch.setenv("LTV_ARROW_MEMORY_POOL", name)
+            monkeypatch.setenv("LTV_MALLOC_ARENAS", "2")
+            get_settings.cache_clear()
+            assert get_settings().arrow_memory_pool == name
+            assert pa.default_memory_pool().backend_name == name
+    finally:
+        pa.set_memory_pool(before)
+        get_settings.cache_clear()
