@@ -7,7 +7,6 @@ the read; a record with the wrong number of fields becomes a quarantined row, no
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.contracts import FILE_SUFFIXES, TEXT
 
 NULL_TOKENS = ["", "NA", "N/A", "n/a", "NULL", "null", "None", "none", "NaT", "nan", "NaN"]
-#: Cells a spreadsheet would run as a formula.
-_FORMULA_START = re.compile(r"^[=+\-@\t\r]")
+#: Leading characters that make a spreadsheet run a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class InputError(Exception):
@@ -77,9 +77,20 @@ def read_columns(path: Path, *, encoding: str = "utf-8") -> list[str]:
     if path.suffix == ".csv":
         return _read_header(path, encoding)
     try:
-        return [str(c).strip() for c in pq.read_schema(path).names]
+        names = [str(c).strip() for c in pq.read_schema(path).names]
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    return _unique(path, names)
+
+
+def _unique(path: Path, names: list[str]) -> list[str]:
+    """``names``, or :class:`InputError` naming the first that appears twice (after stripping)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"{path}: column {name!r} appears twice")
+        seen.add(name)
+    return names
 
 
 def require_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
@@ -97,7 +108,7 @@ def _read_parquet(path: Path) -> RawTable:
         frame = _to_pandas(pq.read_table(path))
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = _unique(path, [str(c).strip() for c in frame.columns])
     return RawTable(path, frame, pd.Series(range(1, len(frame) + 1), index=frame.index))
 
 
@@ -170,12 +181,7 @@ def _read_header(path: Path, encoding: str) -> list[str]:
     names = [c.strip().strip('"').strip() for c in text.rstrip("\r\n").split(",")]
     if not any(names):
         raise InputError(f"{path}: first line is not a header")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InputError(f"{path}: column {name!r} appears twice in the header")
-        seen.add(name)
-    return names
+    return _unique(path, names)
 
 
 def _good_lines(n_good: int, bad_lines: set[int]) -> np.ndarray:
@@ -212,20 +218,75 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """Copy of ``frame`` whose text cells cannot run as spreadsheet formulas.
+def _neutralise(column: pd.Series) -> pd.Series:
+    """Prefix ``'`` to text cells starting with a formula character; other cells untouched."""
+    try:
+        starts = column.str.startswith(FORMULA_PREFIXES)
+    except AttributeError:  # an object column without any text
+        return column
+    risky = starts.to_numpy(dtype=object, na_value=False).astype(bool)
+    if not risky.any():
+        return column
+    out = column.copy()
+    out[risky] = "'" + column[risky].astype(str)
+    return out
 
-    A text cell starting with ``= + - @``, tab or carriage return gets a leading apostrophe,
-    the convention spreadsheets read as "this is text" (OWASP CSV injection guidance).
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` that a spreadsheet opens without running formulas (CSV injection).
+
+    Every text cell (in object, string or category columns) that begins with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading single quote ``'``, as the OWASP
+    CSV-injection guidance advises, so ``=cmd|' /C calc'!A0`` is shown as text. Numeric
+    columns, non-text cells of object columns (numbers, dates) and nulls are left as they are;
+    the index and column order are kept.
+
+    Args:
+        frame: The table to export.
+
+    Returns:
+        A new frame; ``frame`` is not modified.
     """
     out = frame.copy()
-    for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            text = out[column]
-            mask = text.astype("string").str.contains(_FORMULA_START, na=False)
-            if mask.any():
-                out[column] = text.where(~mask, "'" + text.astype("string"))
+    for position, (_, column) in enumerate(frame.items()):
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            categories = column.cat.categories
+            if not (categories.dtype == object or pd.api.types.is_string_dtype(categories)):
+                continue
+            renamed = pd.Index(_neutralise(pd.Series(categories, dtype=object)))
+            if renamed.is_unique:
+                out.isetitem(position, column.cat.rename_categories(renamed).array)
+            else:  # e.g. both "=a" and "'=a" are categories
+                safe = _neutralise(column.astype(object))
+                out.isetitem(position, safe.astype("category").array)
+        elif column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            out.isetitem(position, _neutralise(column).array)
     return out
+
+
+def spreadsheet_safe_table(table: pa.Table) -> pa.Table:
+    """:func:`neutralise_formulas` for an Arrow table: the same rule, on Arrow's text kernels.
+
+    Text columns (``string``, ``large_string`` and dictionaries of them) get a leading ``'`` on
+    every cell that begins with a formula character; every other column is kept as it is.
+    """
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column = column.cast(kind.value_type)
+            kind = kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            risky = pc.starts_with(column, FORMULA_PREFIXES[0])
+            for prefix in FORMULA_PREFIXES[1:]:
+                risky = pc.or_(risky, pc.starts_with(column, prefix))
+            if pc.any(risky).as_py():
+                quoted = pc.binary_join_element_wise(
+                    pa.scalar("'", kind), column, pa.scalar("", kind)
+                )
+                column = pc.if_else(risky, quoted, column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
 
 
 def write_csv_safe(frame: pd.DataFrame, path: Path) -> Path:

@@ -38,7 +38,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features.duck import quote
-from models.policy import spreadsheet_safe_table
+from features.io import spreadsheet_safe_table
 
 __all__ = [
     "TABLES",

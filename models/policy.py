@@ -13,7 +13,6 @@ The flow reads the policy file, scores the customers and passes plain arrays her
   under a budget and per-tier quotas (a multiple-choice knapsack, solved by a Lagrangian
   method; see its docstring for the method and its guarantees).
 - :func:`control_group` draws a reproducible hold-out, stratified by tier, for measurement.
-- :func:`spreadsheet_safe` neutralises spreadsheet formulas in exported text cells.
 
 Arrays of options are ``(n, t)``: one row per customer, one column per tier, tiers in the
 policy's order (value ascending). A tier index of ``-1`` means "no coupon".
@@ -30,8 +29,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -45,8 +42,6 @@ __all__ = [
     "control_group",
     "incremental_value",
     "load_policy",
-    "spreadsheet_safe",
-    "spreadsheet_safe_table",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -68,10 +63,6 @@ _SAMPLE = 65_536
 _SLACK = 1e-3
 #: Rounds of the greedy fill of leftover budget (each round takes at least one move).
 _FILL_ROUNDS = 64
-#: Leading characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
 # --------------------------------------------------------------------------------------------
 # The policy file
 # --------------------------------------------------------------------------------------------
@@ -929,79 +920,3 @@ def control_group(
     n_control = np.floor(share * group_size + 0.5)
     flags[order[rank < n_control]] = True
     return flags
-
-
-# --------------------------------------------------------------------------------------------
-# Export safety
-# --------------------------------------------------------------------------------------------
-
-
-def _neutralise(column: pd.Series) -> pd.Series:
-    """Prefix ``'`` to text cells starting with a formula character; other cells untouched."""
-    try:
-        starts = column.str.startswith(_FORMULA_PREFIXES)
-    except AttributeError:  # an object column without any text
-        return column
-    risky = starts.to_numpy(dtype=object, na_value=False).astype(bool)
-    if not risky.any():
-        return column
-    out = column.copy()
-    out[risky] = "'" + column[risky].astype(str)
-    return out
-
-
-def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``frame`` that a spreadsheet opens without running formulas (CSV injection).
-
-    Every text cell (in object, string or category columns) that begins with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return gets a leading single quote ``'``, as the OWASP
-    CSV-injection guidance advises, so ``=cmd|' /C calc'!A0`` is shown as text. Numeric
-    columns, non-text cells of object columns (numbers, dates) and nulls are left as they are;
-    the index and column order are kept.
-
-    Args:
-        frame: The table to export.
-
-    Returns:
-        A new frame; ``frame`` is not modified.
-    """
-    out = frame.copy()
-    for position, (_, column) in enumerate(frame.items()):
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            categories = column.cat.categories
-            if not (categories.dtype == object or pd.api.types.is_string_dtype(categories)):
-                continue
-            renamed = pd.Index(_neutralise(pd.Series(categories, dtype=object)))
-            if renamed.is_unique:
-                out.isetitem(position, column.cat.rename_categories(renamed).array)
-            else:  # e.g. both "=a" and "'=a" are categories
-                safe = _neutralise(column.astype(object))
-                out.isetitem(position, safe.astype("category").array)
-        elif column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
-            out.isetitem(position, _neutralise(column).array)
-    return out
-
-
-def spreadsheet_safe_table(table: pa.Table) -> pa.Table:
-    """:func:`spreadsheet_safe` for an Arrow table: the same rule, on Arrow's text kernels.
-
-    Text columns (``string``, ``large_string`` and dictionaries of them) get a leading ``'`` on
-    every cell that begins with a formula character; every other column is kept as it is.
-    """
-    columns = []
-    for column in table.columns:
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            column = column.cast(kind.value_type)
-            kind = kind.value_type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            risky = pc.starts_with(column, _FORMULA_PREFIXES[0])
-            for prefix in _FORMULA_PREFIXES[1:]:
-                risky = pc.or_(risky, pc.starts_with(column, prefix))
-            if pc.any(risky).as_py():
-                quoted = pc.binary_join_element_wise(
-                    pa.scalar("'", kind), column, pa.scalar("", kind)
-                )
-                column = pc.if_else(risky, quoted, column)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)

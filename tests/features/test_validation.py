@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
 
@@ -219,6 +221,19 @@ class TestFiles:
         with pytest.raises(InputError, match=message) as err:
             load_dataset(tmp_path)
         assert "\n" not in str(err.value)
+
+    @pytest.mark.parametrize("table", ["transactions", "touches"])
+    def test_parquet_columns_equal_after_stripping_stop_with_one_line(self, tmp_path, table):
+        """``amount`` and `` amount `` are one column once stripped: named, not a traceback."""
+        columns = ["customer_id", "order_id", "ordered_at", "amount", " amount "]
+        if table == "touches":
+            write(tmp_path / "transactions.csv", "customer_id,order_id,ordered_at,amount\n")
+            columns = ["customer_id", "channel", "sent_at", "sent_at "]
+        frame = pa.table([pa.array(["x"]) for _ in columns], names=columns)
+        pq.write_table(frame, tmp_path / f"{table}.parquet")
+        with pytest.raises(InputError) as err:
+            load_dataset(tmp_path)
+        assert str(err.value).endswith("appears twice") and f"{table}.parquet" in str(err.value)
 
     def test_missing_directory(self, tmp_path):
         with pytest.raises(InputError, match="data directory not found"):
