@@ -28,11 +28,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from child import run_json
 
 TABLES = ("transactions", "touches", "customers")
 
@@ -150,15 +151,6 @@ STEPS = {
 FLOOR_STEP = "floor: DuckDB count + sum by customer"
 
 
-def run(script: str, *args: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def build_available() -> bool:
     probe = (
         "try:\n    from features import build_features\n"
@@ -182,7 +174,7 @@ def main() -> None:
         if all((snap / f"{t}.parquet").exists() for t in TABLES):
             print(f"reusing the validated snapshot in {snap}")
         else:
-            made = run(SNAPSHOT, str(snap), str(args.customers))
+            made = run_json(SNAPSHOT, str(snap), str(args.customers))
             print(
                 f"generated {made['customers']:,} customers, {made['lines']:,} lines, "
                 f"{made['touches']:,} touches in {made['generate']:.1f} s; load_dataset "
@@ -196,7 +188,7 @@ def main() -> None:
                     best[name] = "not available"
                     continue
                 try:
-                    result = run(LOAD + script, str(snap), args.as_of, tables)
+                    result = run_json(LOAD + script, str(snap), args.as_of, tables)
                 except RuntimeError as error:
                     best[name] = f"failed: {error}"
                     continue

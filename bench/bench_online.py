@@ -19,11 +19,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from child import run_json
 
 #: Generate, validate, build the snapshot of 2026-07-01: argv = out dir, customers.
 SNAPSHOT = r"""
@@ -89,16 +88,6 @@ print(json.dumps({"wall": wall, "rss_mb": rss}))
 """
 
 
-def run(code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh interpreter; its last stdout line is JSON."""
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     """Build the snapshot, time the online write and the floor, print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,13 +96,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        info = run(SNAPSHOT, str(base), str(args.customers))
+        info = run_json(SNAPSHOT, str(base), str(args.customers))
         online, floor = [], []
         for i in range(args.repeat):
-            online.append(run(ONLINE, str(base), str(base / f"work{i}")))
+            online.append(run_json(ONLINE, str(base), str(base / f"work{i}")))
             (base / f"floor{i}").mkdir()
             width = str(online[-1]["features"])
-            floor.append(run(FLOOR, str(base), str(base / f"floor{i}"), width))
+            floor.append(run_json(FLOOR, str(base), str(base / f"floor{i}"), width))
         best = min(online, key=lambda r: r["wall"])
         low = min(floor, key=lambda r: r["wall"])
     rows = info["customers"] * best["features"]

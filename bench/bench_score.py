@@ -20,10 +20,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
+
+from child import run, run_json
 
 SETUP = r"""
 import datetime, os, sys
@@ -85,16 +84,6 @@ print(json.dumps({"wall": time.perf_counter() - t0,
 """
 
 
-def run(code: str, *args: str) -> str:
-    """Run ``code`` in a fresh interpreter; return its last stdout line."""
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    return out.stdout.strip().splitlines()[-1]
-
-
 def main() -> None:
     """Set up, time the scoring flow and the floor; print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -103,8 +92,8 @@ def main() -> None:
     n = str(args.customers)
     with tempfile.TemporaryDirectory() as tmp:
         run(SETUP, tmp, n)
-        r = json.loads(run(SCORE, tmp, n))
-        floor = json.loads(run(FLOOR, tmp))
+        r = run_json(SCORE, tmp, n)
+        floor = run_json(FLOOR, tmp)
     print(
         f"{r['customers']:,} customers, {r['scored']:,} scored; {r['coupons']:,} coupons "
         f"(+{r['control']:,} in the control group, expected cost {r['planned']:,.0f} of "

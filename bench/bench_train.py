@@ -20,10 +20,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
+
+from child import run, run_json
 
 FRAME = r"""
 import datetime, sys, tempfile
@@ -99,16 +98,6 @@ print(json.dumps({"rows": len(frame), "features": len(models.churn.features),
 """
 
 
-def run(code: str, *args: str) -> str:
-    """Run ``code`` in a fresh interpreter; return its last stdout line."""
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    return out.stdout.strip().splitlines()[-1]
-
-
 def main() -> None:
     """Build the frame, time training, the floor and MLflow; print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run(FRAME, tmp, str(args.customers), str(args.cutoffs))
-        r = json.loads(run(TRAIN, tmp))
+        r = run_json(TRAIN, tmp)
     print(f"{r['rows']:,} training rows x {r['features']} features; rounds {r['rounds']}")
     print("| step | wall s | ratio to floor | peak RSS |")
     print("|---|---:|---:|---:|")

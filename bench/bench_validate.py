@@ -20,11 +20,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from child import run_json
 
 VALIDATE = r"""
 import json, resource, sys, time
@@ -54,13 +53,6 @@ print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SEL
 """
 
 
-def run(script: str, data: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(data)], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -74,7 +66,7 @@ def main() -> None:
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeat):
             for name, script in (("load_dataset", VALIDATE), ("floor: read Parquet", FLOOR)):
-                result = run(script, data)
+                result = run_json(script, str(data))
                 if name not in best or result["wall"] < best[name]["wall"]:
                     best[name] = result
     floor = best["floor: read Parquet"]["wall"]
