@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features import due_categories
@@ -337,6 +338,73 @@ def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions)
     }
 
 
+@task(name="campaign-artifacts", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def publish_artifacts(summary: dict[str, Any], tracking_uri: str) -> list[str]:
+    """The run's Prefect artifacts for the campaign team: a summary and the tier counts."""
+    key = f"ltv-score-{summary['as_of']}"
+    tiers = tier_rows(summary)
+    markdown = create_markdown_artifact(
+        markdown=summary_markdown(summary, tracking_uri),
+        key=key,
+        description=f"ltv score {summary['as_of']}: lists, budget, control group, top reasons",
+    )
+    table = create_table_artifact(
+        table=tiers, key=f"{key}-tiers", description="coupons and control group per tier"
+    )
+    return [str(markdown), str(table)]
+
+
+def tier_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per coupon tier: coupons sent, customers held out in control."""
+    sent, held = summary["coupons_per_tier"], summary["control_per_tier"]
+    return [
+        {"tier": tier, "coupons": sent.get(tier, 0), "control": held.get(tier, 0)}
+        for tier in sorted(set(sent) | set(held))
+    ]
+
+
+def summary_markdown(summary: dict[str, Any], tracking_uri: str) -> str:
+    """The run summary as markdown: what the campaign team reads first in the Prefect UI."""
+    budget, used = summary.get("budget"), summary.get("budget_used", 0.0)
+    spent = f"{used:,.0f} of {budget:,.0f}" if budget else f"{used:,.0f} (no limit)"
+    lines = [
+        f"# Scoring {summary['as_of']}",
+        "",
+        f"- customers: {summary['customers']:,} ({summary['scored']:,} scored)",
+        f"- coupon list: {summary['coupon_list']:,}; control group: {summary['control_group']:,}",
+        f"- expected coupon cost: {spent}",
+        f"- win-back list: {summary['recall_list']:,}",
+        f"- run id: `{summary['run_id']}`",
+        "",
+        "| tier | coupons | control |",
+        "|---|---:|---:|",
+        *(f"| {r['tier']} | {r['coupons']:,} | {r['control']:,} |" for r in tier_rows(summary)),
+        "",
+        "| lifecycle stage | customers |",
+        "|---|---:|",
+        *(f"| {k} | {v:,} |" for k, v in summary["customers_per_stage"].items()),
+        "",
+        "| top reasons (high risk) | customers |",
+        "|---|---:|",
+        *(f"| {k} | {v:,} |" for k, v in summary["top_reasons_high_risk"].items()),
+        "",
+        "Models (MLflow):",
+        *(
+            f"- {name} v{m['version']}: {_model_link(tracking_uri, name, m)}"
+            for name, m in summary["models"].items()
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_link(tracking_uri: str, name: str, model: dict[str, Any]) -> str:
+    """A link to the model version in the MLflow UI, or where to find it in a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri.rstrip("/")
+        return f"[run {model['run_id']}]({base}/#/models/{name}/versions/{model['version']})"
+    return f"run `{model['run_id']}` in `{tracking_uri}` (`mlflow ui --backend-store-uri` it)"
+
+
 def _counts(values: pd.Series, top: int = 10) -> dict[str, int]:
     counts = values.dropna().astype(str).value_counts()
     counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
@@ -354,9 +422,9 @@ def score(
     policy = load_policy(policy_path)
     champions = load_champions(settings, workdir, as_of)
     digest = data_fingerprint.submit(data, settings.ingest.encoding)
-    # The raw tables are let go as soon as what reads them is done (the result of a task
-    # called directly would be kept by the flow run to its end); what reads them runs side by
-    # side with the snapshot and the scores.
+    # What reads the raw tables runs side by side with the snapshot, and the tables are let go
+    # once it is done (measured: the lines are freed ~3 s later, when Prefect has sent the
+    # events of the tasks that took them as parameters).
     dataset = load_data.submit(data, rules_from(settings), settings.ingest.encoding).result()
     ordering = orders_before.submit(dataset, as_of)
     due = restock_due.submit(dataset, as_of)
@@ -427,4 +495,5 @@ def score(
     )
     summary["recall_stages"] = list(RECALL_STAGES)
     paths = write_outputs(workdir, as_of, tables, summary)
+    publish_artifacts(summary, tracker_for(settings, workdir).uri)
     return summary | {"paths": paths}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.artifacts import Artifact
 
 from features.io import InputError
 from features.synthetic import generate_to
@@ -377,3 +379,22 @@ def test_a_column_without_values_does_not_fix_its_duckdb_type(tmp_path):
     with duckdb.connect(str(tmp_path / "ltv.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT best_channel FROM coupon_list ORDER BY as_of").fetchall()
     assert rows == [(None,), ("wecom",)]
+
+
+def test_every_scoring_run_leaves_artifacts_for_the_campaign_team(scored):
+    """The Prefect UI shows the run's summary (markdown) and tier counts (table)."""
+    summary = scored["again"]
+    markdown = Artifact.get(f"ltv-score-{AS_OF}")
+    assert markdown is not None and markdown.type == "markdown"
+    text = str(markdown.data)
+    assert f"# Scoring {AS_OF}" in text and summary["run_id"] in text
+    assert f"control group: {summary['control_group']:,}" in text
+    for name, model in summary["models"].items():
+        assert f"{name} v{model['version']}" in text and model["run_id"] in text
+    for reason in list(summary["top_reasons_high_risk"])[:3]:
+        assert reason in text
+    table = Artifact.get(f"ltv-score-{AS_OF}-tiers")
+    assert table is not None and table.type == "table"
+    rows = table.data if isinstance(table.data, list) else json.loads(str(table.data))
+    assert {r["tier"]: r["coupons"] for r in rows} == summary["coupons_per_tier"]
+    assert sum(r["control"] for r in rows) == summary["control_group"]
