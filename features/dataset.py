@@ -109,7 +109,12 @@ def load_dataset(
 
     # The tables side by side: most of the work is in Arrow and DuckDB, which let go of the GIL.
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(files, pool.map(validated, files), strict=True))
+        jobs = {name: pool.submit(validated, name) for name in files}
+        try:
+            results = {name: job.result() for name, job in jobs.items()}
+        except BaseException:  # the first table's error, without validating the others
+            pool.shutdown(cancel_futures=True)
+            raise
     for name, result in results.items():
         tables[name] = result.accepted
         reports[name] = result.report

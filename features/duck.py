@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import atexit
 import gc
+import threading
 from functools import cache
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 
+_MAKING = threading.Lock()
 
-@cache
+
 def _connection() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB for this process, made on first use (a connection costs ~20 ms)."""
+    with _MAKING:  # threads asking at once (``cache`` alone would let each make one)
+        return _made()
+
+
+@cache
+def _made() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     atexit.register(_close)
     return connection
@@ -26,7 +34,7 @@ def _close() -> None:
     every command that ran a query inside a Prefect flow.
     """
     _connection().close()
-    _connection.cache_clear()
+    _made.cache_clear()
     gc.collect()
 
 

@@ -369,10 +369,15 @@ def _parse_count(raw: pd.Series, rules: Rules) -> Parsed:
 
 def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
     tz = rules.timezone
+    outside = np.zeros(len(raw), dtype=bool)
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return Parsed(raw.dt.tz_convert(tz).astype(f"datetime64[ns, {tz}]"))
+        if raw.dtype.unit == "ns":
+            return Parsed(raw.dt.tz_convert(tz))
+        utc, outside = _as_nanoseconds(raw.dt.tz_convert("UTC").dt.tz_localize(None))
+        return Parsed(utc.dt.tz_localize("UTC").dt.tz_convert(tz), {_OUT_OF_RANGE: outside})
     if pd.api.types.is_datetime64_dtype(raw):
-        naive, aware, unparsed = _as_nanoseconds(raw), None, np.zeros(len(raw), dtype=bool)
+        (naive, outside), aware = _as_nanoseconds(raw), None
+        unparsed = np.zeros(len(raw), dtype=bool)
     else:
         naive, aware, unparsed = _read_timestamps(raw, tz)
     local = _localize(naive, tz)
@@ -381,6 +386,7 @@ def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
         local if aware is None else local.where(aware.isna(), aware),
         {
             "is not a timestamp": unparsed,
+            _OUT_OF_RANGE: outside,
             f"does not exist in {tz} (skipped by a clock change)": in_gap,
         },
     )
@@ -402,6 +408,10 @@ def _localize(naive: pd.Series, tz: str) -> pd.Series:
     return out
 
 
+#: A time nanosecond timestamps cannot hold (pandas' range).
+_OUT_OF_RANGE = f"is outside {pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d}"
+
+
 def _read_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series, np.ndarray]:
     """Text as naive local times, the times written with an offset (in ``tz``) and the rest."""
     aware = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[ns, {tz}]")
@@ -413,21 +423,21 @@ def _read_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series, np.
     return naive, aware, (text.notna() & naive.isna() & aware.isna()).to_numpy()
 
 
-def _as_nanoseconds(naive: pd.Series) -> pd.Series:
-    """Naive times (Parquet's are microseconds) as ``datetime64[ns]``.
+def _as_nanoseconds(naive: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Naive times (Parquet's are microseconds) as ``datetime64[ns]``, and those that cannot be.
 
     numpy's cast is a multiplication that wraps silently past the nanosecond range (1677 to
-    2262), so it only runs when every time is inside; otherwise pandas' cast, checked value by
-    value, raises ``OutOfBoundsDatetime``.
+    2262): times outside it become NaT first, and are returned as failures.
     """
     values = naive.to_numpy()
     limit = np.iinfo(np.int64).max // _NANOSECONDS[np.datetime_data(values.dtype)[0]]
     low, high = np.array([-limit, limit]).view(values.dtype)
-    if ((values < low) | (values > high)).any():  # NaT compares false
-        return naive.astype("datetime64[ns]")
-    return pd.Series(
-        values.astype("datetime64[ns]", copy=False), index=naive.index, name=naive.name
-    )
+    outside = (values < low) | (values > high)  # NaT compares false
+    if outside.any():
+        values = values.copy()
+        values[outside] = np.datetime64("NaT")
+    cast = values.astype("datetime64[ns]", copy=False)
+    return pd.Series(cast, index=naive.index, name=naive.name), outside
 
 
 def _cast(

@@ -217,6 +217,8 @@ def predict(models: Models, frame: pd.DataFrame, matrix: np.ndarray | None = Non
     if len(frame) == 0:  # LightGBM refuses an empty input
         nothing = np.zeros(0)
         return Predictions(nothing, nothing, nothing, nothing, nothing)
+    if matrix is not None and len(matrix) != len(frame):
+        raise ValueError(f"matrix has {len(matrix)} rows, the frame {len(frame)}")
     shared = matrix if matrix is not None else model_matrix(models, frame)
     if shared is not None:
 

@@ -186,6 +186,10 @@ def predictions(
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be positive, got {threads}")
+    if matrix.ndim != 2 or matrix.shape[1] != booster.num_feature():
+        raise ValueError(
+            f"matrix has shape {matrix.shape}; the model has {booster.num_feature()} features"
+        )
     model = booster.model_to_string()
     plan = _plan(model)
     found = re.search(r"^objective=(.*)$", model, flags=re.M)

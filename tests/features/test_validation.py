@@ -235,6 +235,27 @@ class TestFiles:
             load_dataset(tmp_path)
         assert str(err.value).endswith("appears twice") and f"{table}.parquet" in str(err.value)
 
+    @pytest.mark.parametrize("tz", [None, "UTC"])
+    def test_parquet_times_beyond_the_nanosecond_range_are_quarantined(self, tmp_path, tz):
+        """Year 3000 (or 1500) in a Parquet timestamp: a reason, not a traceback."""
+        times = pa.array(
+            [1704153600000000, 32503680000000000, -14831769600000000, 1704067200000000]
+        )
+        lines = pa.table(
+            {
+                "customer_id": ["C1", "C2", "C3", "C4"],
+                "order_id": ["O1", "O2", "O3", "O4"],
+                "ordered_at": times.cast(pa.timestamp("us", tz=tz)),
+                "amount": [1.0, 2.0, 3.0, 4.0],
+            }
+        )
+        pq.write_table(lines, tmp_path / "transactions.parquet")
+        ds = load_dataset(tmp_path)
+        assert ds.transactions["customer_id"].tolist() == ["C1", "C4"]
+        reasons = quarantine(tmp_path).set_index("source_row")["reason"]
+        assert reasons.index.tolist() == ["2", "3"]
+        assert all(r.startswith("ordered_at is outside 1677-09-21 to 2262-04-11") for r in reasons)
+
     def test_missing_directory(self, tmp_path):
         with pytest.raises(InputError, match="data directory not found"):
             load_dataset(tmp_path / "nope")

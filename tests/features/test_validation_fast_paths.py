@@ -172,16 +172,18 @@ class TestParquetTimes:
         naive = pd.Series(
             pd.to_datetime(edges + [None], format="ISO8601").astype(f"datetime64[{unit}]")
         )
-        got = validation._as_nanoseconds(naive)
+        got, outside = validation._as_nanoseconds(naive)
         assert_series_equal(got, naive.astype("datetime64[ns]"))
-        assert got.dtype == "datetime64[ns]"
+        assert got.dtype == "datetime64[ns]" and not outside.any()
 
-    def test_times_outside_nanoseconds_fail_as_in_pandas(self):
-        naive = pd.Series(np.array(["2500-01-01", "NaT"], dtype="datetime64[us]"))
+    def test_times_outside_nanoseconds_are_failures_not_errors(self):
+        naive = pd.Series(np.array(["2500-01-01", "NaT", "1500-01-01", "2024-05-01"], "M8[us]"))
         with pytest.raises(pd.errors.OutOfBoundsDatetime):
             naive.astype("datetime64[ns]")
-        with pytest.raises(pd.errors.OutOfBoundsDatetime):
-            validation._as_nanoseconds(naive)
+        got, outside = validation._as_nanoseconds(naive)
+        assert outside.tolist() == [True, False, True, False]
+        assert got.isna().tolist() == [True, True, True, False]
+        assert got.iloc[3] == pd.Timestamp("2024-05-01")
 
 
 def lines(seed: int, n: int = 400) -> pd.DataFrame:

@@ -439,3 +439,6 @@ class TestPredictions:
         assert treeshap.predictions(booster, empty).shape == (0,)
         with pytest.raises(ValueError, match="positive"):
             treeshap.predictions(booster, empty, threads=0)
+        for width in (booster.num_feature() - 1, booster.num_feature() + 1):
+            with pytest.raises(ValueError, match="features"):
+                treeshap.predictions(booster, np.zeros((3, width)))
