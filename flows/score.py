@@ -342,14 +342,15 @@ def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions)
 def publish_artifacts(summary: dict[str, Any], tracking_uri: str) -> list[str]:
     """The run's Prefect artifacts for the campaign team: a summary and the tier counts."""
     key = f"ltv-score-{summary['as_of']}"
-    tiers = tier_rows(summary)
     markdown = create_markdown_artifact(
         markdown=summary_markdown(summary, tracking_uri),
         key=key,
         description=f"ltv score {summary['as_of']}: lists, budget, control group, top reasons",
     )
     table = create_table_artifact(
-        table=tiers, key=f"{key}-tiers", description="coupons and control group per tier"
+        table=tier_rows(summary),
+        key=f"{key}-tiers",
+        description="coupons and control group per tier",
     )
     return [str(markdown), str(table)]
 

@@ -742,9 +742,10 @@ def bgnbd_summary(
     # Customers as integer codes in id order, days as integers: sorted runs, no hash tables.
     day = ordered_at.to_numpy()[before].astype("datetime64[D]").astype(np.int64)
     value = orders["value"].to_numpy(dtype=np.float64)[before]
-    codes, ids = _sorted_codes(orders["customer_id"][before], day)
+    customers = orders["customer_id"][before]
+    codes, ids = _sorted_codes(customers, day)
     if codes is None:  # not sorted by customer then time: sort
-        codes, ids = pd.factorize(orders["customer_id"][before], sort=True)
+        codes, ids = pd.factorize(customers, sort=True)
         order = np.lexsort((day, codes))
         codes, day, value = codes[order], day[order], value[order]
     # One purchase per (customer, day): its value is the day's summed order value.
