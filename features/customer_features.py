@@ -53,7 +53,14 @@ from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestam
 from features.duck import query_arrow
 from features.families import FAMILIES, feature_columns, kinds
 
-__all__ = ["LifecycleThresholds", "build_features", "due_categories", "sanitize_channel"]
+__all__ = [
+    "CustomerTables",
+    "LifecycleThresholds",
+    "build_features",
+    "customer_tables",
+    "due_categories",
+    "sanitize_channel",
+]
 
 #: Prior strength (in gaps) pulling a customer's median gap toward the population median gap.
 GAP_PRIOR_GAPS = 3.0
@@ -130,6 +137,22 @@ class _Part:
     floats: dict[str, np.ndarray] = field(default_factory=dict)
     ints: dict[str, np.ndarray] = field(default_factory=dict)
     texts: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The orders (``order_*`` of ``_order_block``), when the lines were read to keep them.
+    orders: dict[str, np.ndarray] = field(default_factory=dict)
+    run_outs: _RunOuts | None = None
+
+
+@dataclass
+class _RunOuts:
+    """Run-outs: each customer x category last bought in the 365 days before the cutoff.
+
+    ``days`` from the cutoff to the run-out (NaN: no cycle known); ``categories`` names the codes.
+    """
+
+    ci: np.ndarray
+    cat: np.ndarray
+    days: np.ndarray
+    categories: pa.Array
 
 
 #: The values of the text columns; a customer without orders gets the last one.
@@ -420,6 +443,7 @@ class _Lines:
     n_categories: int
     qty: pd.api.extensions.ExtensionArray | np.ndarray | None
     categories: pa.Array | None = None
+    keep_orders: bool = False
 
     def clear(self) -> None:
         """Let go of the arrays (the blocks are done)."""
@@ -439,11 +463,12 @@ def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.n
     return out.column("h").to_numpy().view(np.int64)
 
 
-def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True) -> _Lines:
+def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True, keep_orders: bool = False) -> _Lines:
     """The lines before ``cut`` and the columns the transaction families read (``ci`` empty).
 
     Without ``orders`` only what the purchase lines need is read (no order id hashes, no
-    discounts): enough for the run-outs of ``due_categories``.
+    discounts): enough for the run-outs of ``due_categories``. With ``keep_orders`` the blocks
+    hand back the orders too.
     """
     t = _ns(tx["ordered_at"])
     rows = np.flatnonzero((t != _NAT) & (t < cut))
@@ -468,6 +493,7 @@ def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True) -> _Lines:
         n_categories,
         qty,
         dictionary,
+        keep_orders,
     )
 
 
@@ -512,15 +538,17 @@ def _transaction_part(
     scores) comes after, on one value per customer or category.
     """
     found = _joined(blocks)
-    has_discount, has_category = lines.discount is not None, lines.cat is not None
+    has_discount, categories = lines.discount is not None, lines.categories
     n_categories = lines.n_categories
     lines.clear()
     cycles = found.pop("cycle", np.zeros(0)), found.pop("cycle_cat", np.zeros(0, _I64))
     population = pool.submit(_group_medians, cycles[1], cycles[0], n_categories)
     del cycles
+    kept = {name: found.pop(name) for name in list(found) if name.startswith("order_")}
     part = _order_part(found, cut, th, has_discount)
-    if has_category:
-        _category_part(part, found, population.result(), cut)
+    part.orders = kept
+    if categories is not None:
+        _category_part(part, found, population.result(), cut, categories)
     return part
 
 
@@ -537,7 +565,9 @@ def _block_features(
     t, amount = lines.t[line], lines.amount[line]
     if orders:
         discount = None if lines.discount is None else lines.discount[line]
-        out = _order_block(ci, lines.order_hash[at], t, amount, discount, cut)
+        out = _order_block(
+            ci, lines.order_hash[at], t, amount, discount, cut, keep=lines.keep_orders
+        )
     else:
         out = {"who": np.flatnonzero(np.bincount(ci))}
     if lines.cat is not None:
@@ -547,9 +577,9 @@ def _block_features(
         out |= _purchase_block(
             out["who"], ci[bought], cat[bought], t[bought], qty, lines.n_categories, cut
         )
-    out["who"] += low
-    if "seg_ci" in out:
-        out["seg_ci"] += low
+    for name in ("who", "seg_ci", "order_ci"):  # block codes back to customer codes
+        if name in out:
+            out[name] += low
     return out
 
 
@@ -560,8 +590,14 @@ def _order_block(
     amount: np.ndarray,
     discount: np.ndarray | None,
     cut: int,
+    *,
+    keep: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Lines to orders, orders to per-customer counts, sums and gap statistics."""
+    """Lines to orders, orders to per-customer counts, sums and gap statistics.
+
+    With ``keep`` the orders themselves too (``order_*``: customer, time, value and whether a
+    line had a discount), by customer and time.
+    """
     # Lines to orders: one run per (customer, order id hash), lines in input order.
     by_order, order_hash = _sort_order(ci, order_hash)
     ci = ci[by_order]
@@ -585,6 +621,8 @@ def _order_block(
     # Orders by customer and time: one run per customer.
     by_time, ot = _sort_order(oci, ot)
     oci, value, gross, refund = oci[by_time], value[by_time], gross[by_time], refund[by_time]
+    if disc is not None:
+        disc = disc[by_time]
     new = _starts(oci)
     cust = np.cumsum(new) - 1
     heads = np.flatnonzero(new)
@@ -602,7 +640,10 @@ def _order_block(
     out["gross_365d"] = _sums(cust, np.where(window[365], gross, 0.0), k)
     out["refund_365d"] = _sums(cust, np.where(window[365], refund, 0.0), k)
     if disc is not None:
-        out["discount_orders_365d"] = _counts(cust, window[365] & disc[by_time], k)
+        out["discount_orders_365d"] = _counts(cust, window[365] & disc, k)
+    if keep:
+        out |= {"order_ci": oci, "order_t": ot, "order_value": value}
+        out["order_discounted"] = disc if disc is not None else np.zeros(n_orders, dtype=bool)
 
     # Gaps between consecutive orders of a customer (in time order).
     inner = ~new[1:]
@@ -807,11 +848,16 @@ def _run_outs(found: dict[str, np.ndarray], population: np.ndarray, cut: int) ->
 
 
 def _category_part(
-    part: _Part, found: dict[str, np.ndarray], population: np.ndarray, cut: int
+    part: _Part,
+    found: dict[str, np.ndarray],
+    population: np.ndarray,
+    cut: int,
+    categories: pa.Array,
 ) -> None:
     """Category breadth and estimated inventory of the buyers, into ``part``.
 
-    ``population`` is each category's median cycle over all customers (NaN: no cycle).
+    ``population`` is each category's median cycle over all customers (NaN: no cycle);
+    ``categories`` the names by code (kept with the run-outs, for the reminders).
     """
     k = len(part.who)
     if not found:
@@ -833,6 +879,7 @@ def _category_part(
         counted, found["top_lines_365d"] / np.where(counted, total, 1.0), np.nan
     )
     due = _run_outs(found, population, cut)
+    part.run_outs = _RunOuts(found["seg_ci"], found["seg_cat"], due, categories)
     row = np.searchsorted(part.who, found["seg_ci"])
     part.ints["categories_due_7d"] = _counts(row, (due >= 0) & (due < 7), k)
     part.ints["categories_overdue"] = _counts(row, due < 0, k)
@@ -1077,6 +1124,54 @@ def build_features(
         - Attributes: ``member_tier`` and every other column of ``customers`` except
           ``customer_id`` and ``joined_at``, as they are (null when unknown).
     """
+    return customer_tables(
+        transactions, touches, customers, as_of=as_of, lifecycle=lifecycle
+    ).features
+
+
+@dataclass(frozen=True)
+class CustomerTables:
+    """What one pass over the lines gives at a cutoff (see :func:`customer_tables`)."""
+
+    features: pd.DataFrame
+    orders: pd.DataFrame | None = None
+    due: pd.DataFrame | None = None
+
+
+def customer_tables(
+    transactions: pd.DataFrame,
+    touches: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    *,
+    as_of: datetime.date | str | pd.Timestamp,
+    lifecycle: LifecycleThresholds | None = None,
+    orders: bool = False,
+    due_within_days: int | None = None,
+) -> CustomerTables:
+    """``build_features``, and from the same grouping of the lines the orders and reminders.
+
+    Scoring needs the orders (for BG/NBD and the coupon uplift) and the restock reminders next
+    to the features; taking them from the pass that builds the features reads the lines once.
+
+    Args:
+        transactions: As in :func:`build_features`.
+        touches: As in :func:`build_features`.
+        customers: As in :func:`build_features`.
+        as_of: As in :func:`build_features`.
+        lifecycle: As in :func:`build_features`.
+        orders: Also return ``orders``: one row per order placed before ``as_of`` (the orders of
+            the features: an order id of a customer; time, its earliest line before ``as_of``;
+            value, the sum of those lines' ``amount``), ``customer_id`` (``string[pyarrow]``),
+            ``ordered_at`` (the time zone of the input), ``value`` and ``discounted`` (a line
+            had ``discount > 0``; all False without a ``discount`` column), sorted by
+            ``customer_id`` then ``ordered_at``. The rows of ``order_table(...,
+            discounted=True)`` without ``order_id`` (orders of one customer at the same
+            instant may come in another order).
+        due_within_days: Also return ``due``: ``due_categories(transactions, as_of=as_of,
+            within_days=due_within_days)``, from the run-outs the features count.
+    """
+    if due_within_days is not None:
+        _check_window(due_within_days)
     lifecycle = lifecycle or LifecycleThresholds()
     tz = getattr(transactions["ordered_at"].dtype, "tz", None)
     cutoff = cutoff_timestamp(as_of, tz)
@@ -1086,7 +1181,7 @@ def build_features(
     with ThreadPoolExecutor(_THREADS) as pool:
         # The text columns first, all at once: customer ids, order ids, categories, channels.
         coding = pool.submit(_customer_codes, *(t["customer_id"] for t in tables))
-        reading = pool.submit(_lines, transactions, cut)
+        reading = pool.submit(_lines, transactions, cut, keep_orders=orders)
         touching = pool.submit(_touches_before, touches, cut) if touches is not None else None
         codes, ids, by_id = coding.result()
         n = len(ids)
@@ -1125,7 +1220,17 @@ def build_features(
     if customers is not None:
         _attributes(columns, customers, customer_codes, rows)
     # One block per column (no copy); a frame of very many is consolidated, as pandas prefers.
-    return pd.DataFrame(columns, copy=len(columns) > 90)
+    features = pd.DataFrame(columns, copy=len(columns) > 90)
+    del columns
+    due = None
+    if due_within_days is not None:
+        due = (
+            _due_names(tx.run_outs, ids, by_id, due_within_days)
+            if tx.run_outs is not None
+            else _due_frame()
+        )
+    kept = _order_frame(tx.orders, ids, by_id, tz) if orders else None
+    return CustomerTables(features, kept, due)
 
 
 def _columns(
@@ -1250,12 +1355,11 @@ def due_categories(
         by name, joined with ``", "``), both ``string[pyarrow]``. No rows without a
         ``category`` column.
     """
-    if within_days < 0:
-        raise ValueError(f"within_days must be >= 0, not {within_days!r}")
+    _check_window(within_days)
     tz = getattr(transactions["ordered_at"].dtype, "tz", None)
     cut = int(cutoff_timestamp(as_of, tz).as_unit("ns").value)
     if "category" not in transactions.columns:
-        return _due_frame(pa.array([], pa.large_string()), pa.array([], pa.large_string()))
+        return _due_frame()
     with ThreadPoolExecutor(_THREADS) as pool:
         coding = pool.submit(_customer_codes, transactions["customer_id"])
         lines = _lines(transactions, cut, orders=False)
@@ -1268,15 +1372,29 @@ def due_categories(
     n_categories = lines.n_categories
     lines.clear()
     if not found:  # no line before the cutoff
-        return _due_frame(pa.array([], pa.large_string()), pa.array([], pa.large_string()))
+        return _due_frame()
     population = _group_medians(found.pop("cycle_cat"), found.pop("cycle"), n_categories)
     due = _run_outs(found, population, cut)
-    hit = np.flatnonzero((due >= 0) & (due < within_days))
-    ci, cat, due = found["seg_ci"][hit], found["seg_cat"][hit], due[hit]
+    run_outs = _RunOuts(found["seg_ci"], found["seg_cat"], due, categories)
+    return _due_names(run_outs, ids, by_id, within_days)
+
+
+def _check_window(within_days: int) -> None:
+    if within_days < 0:
+        raise ValueError(f"within_days must be >= 0, not {within_days!r}")
+
+
+def _due_names(
+    run_outs: _RunOuts, ids: pa.Array, by_id: np.ndarray, within_days: int
+) -> pd.DataFrame:
+    """The frame of ``due_categories`` from the run-outs (customers as codes into ``ids``)."""
+    hit = np.flatnonzero((run_outs.days >= 0) & (run_outs.days < within_days))
+    ci, cat, due = run_outs.ci[hit], run_outs.cat[hit], run_outs.days[hit]
     customer_rank = np.empty(len(ids), _I64)
     customer_rank[by_id] = np.arange(len(ids))
-    name_rank = np.empty(n_categories, _I64)
-    name_rank[pc.sort_indices(categories).to_numpy()] = np.arange(n_categories)
+    categories = run_outs.categories
+    name_rank = np.empty(len(categories), _I64)
+    name_rank[pc.sort_indices(categories).to_numpy()] = np.arange(len(categories))
     order = np.lexsort((name_rank[cat], due, customer_rank[ci]))
     ci, cat = ci[order], cat[order]
     heads = np.flatnonzero(_starts(ci))
@@ -1287,11 +1405,36 @@ def due_categories(
     )
 
 
-def _due_frame(ids: pa.Array, names: pa.Array) -> pd.DataFrame:
-    """The frame of ``due_categories``: both columns ``string[pyarrow]``."""
+def _due_frame(ids: pa.Array | None = None, names: pa.Array | None = None) -> pd.DataFrame:
+    """The frame of ``due_categories``: both columns ``string[pyarrow]`` (no rows by default)."""
+    if ids is None or names is None:
+        ids = names = pa.array([], pa.large_string())
     return pd.DataFrame(
         {
             "customer_id": pd.arrays.ArrowStringArray(ids.cast(pa.large_string())),
             "categories_due": pd.arrays.ArrowStringArray(names.cast(pa.large_string())),
+        }
+    )
+
+
+def _order_frame(
+    kept: dict[str, np.ndarray], ids: pa.Array, by_id: np.ndarray, tz: datetime.tzinfo | None
+) -> pd.DataFrame:
+    """The kept orders as a frame, customers in ``customer_id`` order (see ``customer_tables``).
+
+    The blocks hand the orders back grouped by customer code, ascending, and by time within a
+    customer, so putting the customers in id order moves whole runs: no sort.
+    """
+    ci = kept.get("order_ci", np.zeros(0, np.int32))
+    per_code = np.bincount(ci, minlength=len(ids))
+    first, counts = (np.cumsum(per_code) - per_code)[by_id], per_code[by_id]
+    move = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(len(ci))
+    at = pd.DatetimeIndex(kept.get("order_t", np.zeros(0, _I64))[move].view("datetime64[ns]"))
+    return pd.DataFrame(
+        {
+            "customer_id": pd.arrays.ArrowStringArray(ids.take(pa.array(ci[move]))),
+            "ordered_at": at if tz is None else at.tz_localize("UTC").tz_convert(tz),
+            "value": kept.get("order_value", np.zeros(0))[move],
+            "discounted": kept.get("order_discounted", np.zeros(0, bool))[move],
         }
     )

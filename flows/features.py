@@ -17,7 +17,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from feature_repo.data_sources import snapshot_dir
-from features import build_features
+from features import CustomerTables, customer_tables
 from features.dataset import Dataset
 from features.io import InputError, write_parquet
 from flows import feature_store
@@ -33,17 +33,36 @@ def snapshot_path(workdir: Path, as_of: datetime.date) -> Path:
 
 @task(name="build-features", cache_policy=NO_CACHE)
 def build_snapshot(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
-    """Point-in-time features of every customer known at ``as_of``.
+    """Point-in-time features of every customer known at ``as_of``."""
+    return snapshot_tables(dataset, as_of).features
+
+
+def snapshot_tables(
+    dataset: Dataset,
+    as_of: datetime.date,
+    *,
+    orders: bool = False,
+    due_within_days: int | None = None,
+) -> CustomerTables:
+    """``customer_tables`` at ``as_of``: the snapshot (with ``created_at``) and what was asked.
 
     ``created_at`` is the values' knowledge time: built from rows strictly before ``as_of``,
     they were knowable at ``as_of`` (Feast leaves out rows created after a training cutoff).
     """
-    snapshot = build_features(dataset.transactions, dataset.touches, dataset.customers, as_of=as_of)
+    tables = customer_tables(
+        dataset.transactions,
+        dataset.touches,
+        dataset.customers,
+        as_of=as_of,
+        orders=orders,
+        due_within_days=due_within_days,
+    )
+    snapshot = tables.features
     if snapshot.empty:
         first = dataset.transactions["ordered_at"].min()
         raise InputError(f"no customer is known before {as_of}: the data start {first:%Y-%m-%d}")
     snapshot.insert(2, "created_at", snapshot["as_of"])
-    return snapshot
+    return tables
 
 
 @task(name="write-snapshot", cache_policy=NO_CACHE)

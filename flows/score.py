@@ -30,14 +30,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features import due_categories
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
 from flows.data import data_fingerprint, load_data, rules_from
-from flows.features import build_snapshot, write_snapshot
+from flows.features import snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
-from flows.settings import Settings, get_settings
+from flows.settings import Settings, get_settings, release_memory
 from flows.train import REGISTERED, SERVICES, tracker_for
 from models.btyd import Baseline, bgnbd_summary
 from models.explain import reasons
@@ -59,7 +58,6 @@ from models.tracking import Registered
 from models.training import Models, load_part, model_matrix, models_from_parts, predict
 from models.uplift import (
     estimate_uplift,
-    orders_with_discount,
     segments,
     uplift_unavailable_reason,
 )
@@ -145,10 +143,21 @@ def load_champions(settings: Settings, workdir: Path, as_of: datetime.date) -> C
     return Champions(models_from_parts(parts, horizon), versions)
 
 
-@task(name="orders", cache_policy=NO_CACHE)
-def orders_before(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
-    """Every order placed before ``as_of``, with whether it used a discount."""
-    return orders_with_discount(dataset.transactions, before=as_of)
+#: Restock reminders name the categories due within this many days (``categories_due_7d``).
+RESTOCK_DAYS = 7
+
+
+@task(name="build-features", cache_policy=NO_CACHE)
+def scoring_tables(
+    dataset: Dataset, as_of: datetime.date
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The snapshot at ``as_of``, the orders before it and the restock reminders.
+
+    All three come from one pass over the lines: the orders feed BG/NBD and the coupon uplift.
+    """
+    tables = snapshot_tables(dataset, as_of, orders=True, due_within_days=RESTOCK_DAYS)
+    assert tables.orders is not None and tables.due is not None  # asked for
+    return tables.features, tables.orders, tables.due
 
 
 @task(name="bgnbd-comparison", cache_policy=NO_CACHE)
@@ -201,12 +210,6 @@ def score_table(
         out[column] = text
     out.loc[~buyers, "reason_1"] = "no order yet"
     return pd.concat([out, recall_columns(out, snapshot)], axis=1)
-
-
-@task(name="restock-due", cache_policy=NO_CACHE)
-def restock_due(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
-    """The categories each customer will run out of within 7 days (restock reminders)."""
-    return due_categories(dataset.transactions, as_of=as_of, within_days=7)
 
 
 @dataclass
@@ -423,16 +426,16 @@ def score(
     policy = load_policy(policy_path)
     champions = load_champions(settings, workdir, as_of)
     digest = data_fingerprint.submit(data, settings.ingest.encoding)
-    # What reads the raw tables runs side by side with the snapshot, and the tables are let go
-    # once it is done (measured: the lines are freed ~3 s later, when Prefect has sent the
-    # events of the tasks that took them as parameters).
     dataset = load_data.submit(data, rules_from(settings), settings.ingest.encoding).result()
-    ordering = orders_before.submit(dataset, as_of)
-    due = restock_due.submit(dataset, as_of)
-    snapshot = build_snapshot(dataset, as_of)
-    written = write_snapshot.submit(snapshot, workdir, as_of)
+    # One pass over the lines gives the snapshot, the orders and the restock reminders. The
+    # lines are freed right after: what still holds them is in reference cycles (Prefect's
+    # future of load-dataset, pandera's accessor), which release_memory collects.
+    snapshot, orders, restock = scoring_tables(dataset, as_of)
     tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
-    orders = ordering.result()  # done by now: grouped while the snapshot was built
+    touches, customers = dataset.touches, dataset.customers
+    del dataset
+    release_memory()  # the lines: 20M rows at 1M customers
+    written = write_snapshot.submit(snapshot, workdir, as_of)
     baseline = bgnbd_scores.submit(
         orders,
         cutoff_timestamp(as_of, tz),
@@ -444,16 +447,15 @@ def score(
     # After BG/NBD, not beside it: the two hold large arrays, and the scores use both cores.
     inputs = coupon_inputs.submit(
         orders,
-        dataset.touches,
-        dataset.customers,
+        touches,
+        customers,
         ids,
         policy,
         as_of,
         wait_for=[baseline],
         return_state=False,
     )
-    restock = due.result()
-    del dataset, ordering, orders, due  # the transaction lines are not read any more
+    del orders, touches, customers  # held by the tasks that read them, and let go after
     previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
     scored = score_table(snapshot, champions, previous, restock, bands)

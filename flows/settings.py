@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 from datetime import date
 from functools import lru_cache
@@ -158,6 +159,20 @@ def get_settings() -> Settings:
     if settings.malloc_arenas:
         _limit_malloc_arenas(settings.malloc_arenas)
     return settings
+
+
+def release_memory() -> None:
+    """Free what is only held in reference cycles, and hand freed memory back to the system.
+
+    A large table can stay alive in a cycle long after its last use (a Prefect future and its
+    concurrent future hold each other and the task's result; pandera's accessor and the frame
+    it validated), until a full garbage collection; and glibc keeps freed pages in its arenas.
+    Called between the phases of a flow, this keeps the peak to what the next phase needs.
+    """
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _limit_malloc_arenas(arenas: int) -> None:

@@ -1,12 +1,16 @@
 """The one settings object: environment over ltv.toml over defaults."""
 
+import gc
+import weakref
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from flows.data import rules_from
-from flows.settings import Settings, get_settings
+from flows.settings import Settings, get_settings, release_memory
 
 
 def test_defaults(monkeypatch, tmp_path):
@@ -50,3 +54,22 @@ def test_get_settings_sets_the_arrow_allocator(monkeypatch, tmp_path):
     finally:
         pa.set_memory_pool(before)
         get_settings.cache_clear()
+
+
+def test_release_memory_frees_a_frame_held_only_in_a_reference_cycle():
+    """What a flow let go of but a cycle still holds (a finished Prefect future holds its result
+    and is held by its concurrent future) is freed at once, not at the next full collection."""
+    was_enabled = gc.isenabled()
+    gc.disable()  # no automatic collection: only release_memory can free the cycle
+    try:
+        frame = pd.DataFrame({"x": np.arange(1_000_000)})
+        holder: dict[str, object] = {"frame": frame}
+        holder["self"] = holder
+        alive = weakref.ref(frame)
+        del frame, holder
+        assert alive() is not None  # still held by the cycle
+        release_memory()
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()
