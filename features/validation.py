@@ -135,6 +135,9 @@ def validate_table(raw: RawTable, spec: TableSpec, rules: Rules) -> ValidatedTab
         if count in accepted:
             accepted[count] = _whole_numbers(accepted[count])
     build_schema(spec, rules).validate(accepted, inplace=True)  # the contract of what is accepted
+    # pandera caches an accessor on the frame that points back to it. Dropping it breaks that
+    # reference cycle: the table is freed when its last reader lets go, not at a full collection.
+    accepted.__dict__.pop("pandera", None)
 
     counts = {f.check: len(f.rows) for f in failures if len(f.rows)}
     if raw.malformed:

@@ -1,7 +1,9 @@
 """Validation of the input contract: golden tables for each outcome."""
 
+import gc
 import hashlib
 import hmac
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +421,19 @@ def test_number_and_timestamp_layouts(tmp_path):
         "2024-01-05 00:00:00.000000",
         "2024-01-05 10:00:00.250000",
     ]
+
+
+def test_loaded_tables_are_freed_without_a_garbage_collection(tmp_path):
+    """No reference cycle keeps a validated table alive (pandera's accessor points back to the
+    frame): the 20M lines of a big scoring are freed when the flow lets go of them."""
+    write(tmp_path / "transactions.csv", GOLDEN)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ds = load_dataset(tmp_path)
+        alive = weakref.ref(ds.transactions)
+        del ds
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()
