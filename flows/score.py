@@ -190,7 +190,8 @@ def score_table(
     models = champions.models
     buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
     rows = snapshot[buyers]
-    matrix = model_matrix(models, rows)  # read by the five boosters and the reasons
+    # read by the five boosters and the reasons
+    matrix = model_matrix(models, snapshot, np.flatnonzero(buyers))
     scores = model_columns(predict(models, rows, matrix), snapshot, buyers, bands)
     keys = snapshot[["customer_id", "as_of"]].copy()
     out = pd.concat([keys, scores], axis=1)
@@ -410,9 +411,9 @@ def _model_link(tracking_uri: str, name: str, model: dict[str, Any]) -> str:
 
 
 def _counts(values: pd.Series, top: int = 10) -> dict[str, int]:
-    counts = values.dropna().astype(str).value_counts()
-    counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
-    return {str(k): int(v) for k, v in counts.head(top).items()}
+    """The ``top`` most frequent values (nulls left out) with their counts; ties by value."""
+    counts = ((str(k), int(v)) for k, v in values.value_counts().items() if v)
+    return dict(sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 @flow(name="ltv-score")
@@ -424,11 +425,13 @@ def score(
     budget = settings.score.budget if budget is None else budget
     policy_path = settings.score.policy_file or default_policy_file()
     policy = load_policy(policy_path)
-    champions = load_champions(settings, workdir, as_of)
+    # The models load while the data are read (the missing-champion error comes after them).
+    loading = load_champions.submit(settings, workdir, as_of)
     digest = data_fingerprint.submit(data, settings.ingest.encoding)
     # Called, not submitted: a finished future holds its result in a reference cycle, which
     # would keep the lines alive until the next full garbage collection.
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    champions = loading.result()
     # One pass over the lines gives the snapshot, the orders and the restock reminders; the
     # lines are freed once Prefect has sent the events of the task that read them (~0.5 s).
     snapshot, orders, restock = scoring_tables(dataset, as_of)

@@ -29,6 +29,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.isotonic import IsotonicRegression
 
 from models.treeshap import lightgbm_matrix, predictions
@@ -174,7 +176,57 @@ class Regressor:
 
 def _predict(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     """``booster.predict`` of the model's columns of ``frame`` (by table lookup when it can)."""
-    return predictions(booster, lightgbm_matrix(booster, feature_frame(frame, features)))
+    return predictions(booster, feature_matrix(frame, booster, features))
+
+
+def feature_matrix(
+    frame: pd.DataFrame,
+    booster: lgb.Booster,
+    features: list[str],
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """What LightGBM reads for the rows ``rows`` (all by default) of ``feature_frame(frame)``.
+
+    The numbers of ``lightgbm_matrix(booster, feature_frame(frame.iloc[rows], features))``:
+    numbers as float64, text as the code of its category in the model (NaN when null or not
+    seen in training). Built column by column from ``frame`` itself, without a frame of
+    categoricals or a copy of the rows, and column-major: each column is one contiguous write
+    here and one contiguous read for the tree lookup.
+    """
+    known = booster.pandas_categorical or []
+    text = [name for name in features if _is_text(frame[name])]
+    if len(text) != len(known):  # LightGBM's own conversion says what does not match
+        chosen = frame if rows is None else frame.iloc[rows]
+        return lightgbm_matrix(booster, feature_frame(chosen, features))
+    categories = dict(zip(text, known, strict=True))
+    out = np.empty((len(frame) if rows is None else len(rows), len(features)), order="F")
+    for j, name in enumerate(features):
+        column = frame[name]
+        if name in categories:
+            values = _category_codes(column, categories[name])
+        else:
+            values = column.to_numpy(dtype="float64", na_value=np.nan)
+        out[:, j] = values if rows is None else values[rows]
+    return out
+
+
+def _category_codes(column: pd.Series, categories: list[Any]) -> np.ndarray:
+    """Each value's position in ``categories`` as float64 (NaN: null or not there)."""
+    if isinstance(column.dtype, pd.StringDtype) and all(isinstance(c, str) for c in categories):
+        text = pa.array(column.array).cast(pa.large_string())  # Arrow's own hash lookup
+        found = pc.index_in(text, value_set=pa.array(categories, pa.large_string()))
+        return found.to_numpy(zero_copy_only=False).astype(np.float64)
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype("string")
+    codes = pd.Categorical(column, categories=categories).codes
+    return np.where(codes < 0, np.nan, codes)
+
+
+def _is_text(column: pd.Series) -> bool:
+    """A column ``feature_frame`` turns into a category (text, or a category already)."""
+    return isinstance(column.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+    )
 
 
 @dataclass

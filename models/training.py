@@ -34,11 +34,11 @@ from models.estimators import (
     Design,
     Regressor,
     TrainConfig,
-    feature_frame,
+    feature_matrix,
     fit_classifier,
     fit_regressor,
 )
-from models.treeshap import lightgbm_matrix, predictions
+from models.treeshap import predictions
 
 __all__ = [
     "BUNDLES",
@@ -191,11 +191,14 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
     )
 
 
-def model_matrix(models: Models, frame: pd.DataFrame) -> np.ndarray | None:
-    """LightGBM's input matrix of ``frame``, read by all five boosters; ``None`` when they differ.
+def model_matrix(
+    models: Models, frame: pd.DataFrame, rows: np.ndarray | None = None
+) -> np.ndarray | None:
+    """LightGBM's input matrix of ``frame`` (rows ``rows``), read by all five boosters.
 
-    The parts share their features and categories when trained together; the matrix holds the
-    same numbers LightGBM computes from the frame itself (``models.treeshap.lightgbm_matrix``).
+    The parts share their features and categories when trained together (``None`` when they
+    do not); the matrix holds the numbers LightGBM computes from the frame itself
+    (``models.estimators.feature_matrix``).
     """
     first = models.churn
     shared = all(
@@ -203,9 +206,9 @@ def model_matrix(models: Models, frame: pd.DataFrame) -> np.ndarray | None:
         and p.booster.pandas_categorical == first.booster.pandas_categorical
         for p in models.parts()
     )
-    if not shared or len(frame) == 0:
+    if not shared or (len(frame) if rows is None else len(rows)) == 0:
         return None
-    return lightgbm_matrix(first.booster, feature_frame(_inputs(frame), first.features))
+    return feature_matrix(frame, first.booster, first.features, rows)
 
 
 def predict(models: Models, frame: pd.DataFrame, matrix: np.ndarray | None = None) -> Predictions:
