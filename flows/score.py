@@ -189,10 +189,9 @@ def score_table(
         )
     models = champions.models
     buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
-    rows = snapshot[buyers]
-    # read by the five boosters and the reasons
-    matrix = model_matrix(models, snapshot, np.flatnonzero(buyers))
-    scores = model_columns(predict(models, rows, matrix), snapshot, buyers, bands)
+    rows = np.flatnonzero(buyers)  # scored and explained where they are: no copy
+    matrix = model_matrix(models, snapshot, rows)  # read by the five boosters and the reasons
+    scores = model_columns(predict(models, snapshot, matrix, rows), snapshot, buyers, bands)
     keys = snapshot[["customer_id", "as_of"]].copy()
     out = pd.concat([keys, scores], axis=1)
     for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
@@ -203,8 +202,8 @@ def score_table(
     out = pd.concat([out, segment_migration(out, previous)], axis=1)
     restock = due.set_index("customer_id")["categories_due"]
     out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).astype("string").array
-    why = reasons(models.churn.booster, rows, matrix=matrix)
-    del rows, matrix
+    why = reasons(models.churn.booster, snapshot, matrix=matrix, rows=rows)
+    del matrix
     for column in ("reason_1", "reason_2", "reason_3"):
         text = pd.Series(pd.NA, index=out.index, dtype="string")
         text[buyers] = why[column].to_numpy()
@@ -221,6 +220,17 @@ class CouponInputs:
     capped: np.ndarray
     opted_out: np.ndarray
     facts: dict[str, Any]
+
+
+#: What the coupon uplift and the frequency cap read of the touches.
+COUPON_TOUCH_COLUMNS = ("customer_id", "sent_at", "coupon_value")
+
+
+def _coupon_touches(touches: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The columns of the touches the coupons read (the rest is let go with the dataset)."""
+    if touches is None:
+        return None
+    return touches[[c for c in COUPON_TOUCH_COLUMNS if c in touches.columns]]
 
 
 @task(name="coupon-uplift", cache_policy=NO_CACHE)
@@ -436,7 +446,7 @@ def score(
     # lines are freed once Prefect has sent the events of the task that read them (~0.5 s).
     snapshot, orders, restock = scoring_tables(dataset, as_of)
     tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
-    touches, customers = dataset.touches, dataset.customers
+    touches, customers = _coupon_touches(dataset.touches), dataset.customers
     del dataset
     release_memory()  # what building the features freed
     written = write_snapshot.submit(snapshot, workdir, as_of)

@@ -860,13 +860,17 @@ def _rank(
     frame: pd.DataFrame,
     top: int,
     chunk_rows: int,
-    matrix: np.ndarray | None = None,
+    matrix: np.ndarray | None,
+    rows: np.ndarray,
 ) -> _Ranked:
-    """TreeSHAP chunk by chunk, summed per facet and driver; the ``top`` drivers of each row."""
+    """TreeSHAP chunk by chunk, summed per facet and driver; the ``top`` drivers of each row.
+
+    The rows are ``frame``'s ``rows``; ``matrix`` (when given) holds their model inputs.
+    """
     if top < 1 or chunk_rows < 1:
         raise ValueError(f"top and chunk_rows must be positive, got {top} and {chunk_rows}")
     plan = _Plan.build(booster.feature_name())
-    n, k = len(frame), len(plan.drivers)
+    n, k = len(rows), len(plan.drivers)
     driver = np.full((top, n), -1, dtype=np.int64)
     facet = np.full((top, n), -1, dtype=np.int64)
     value = np.full((top, n), np.nan)
@@ -874,7 +878,7 @@ def _rank(
         return _Ranked(plan, driver, facet, value)
     if matrix is not None and matrix.shape != (n, booster.num_feature()):
         raise ValueError(f"matrix has shape {matrix.shape}, not ({n}, {booster.num_feature()})")
-    x: pd.DataFrame | np.ndarray = _inputs(booster, frame) if matrix is None else matrix
+    x: pd.DataFrame | np.ndarray = _inputs(booster, frame.iloc[rows]) if matrix is None else matrix
     width = len(plan.columns) + 1
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
@@ -922,7 +926,7 @@ def top_drivers(
         ``contribution_<top>`` (the driver's summed contribution to the raw score, log-odds
         for a binary model; NaN when null).
     """
-    ranked = _rank(booster, frame, top, chunk_rows)
+    ranked = _rank(booster, frame, top, chunk_rows, None, np.arange(len(frame)))
     names = pa.array([d.name for d in ranked.plan.drivers] + [None], _L)
     out: dict[str, object] = {}
     for slot in range(top):
@@ -940,6 +944,7 @@ def reasons(
     top: int = 3,
     chunk_rows: int = 200_000,
     matrix: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Plain-words reasons for each row's churn score, strongest first.
 
@@ -952,21 +957,25 @@ def reasons(
         top: How many reasons per row.
         chunk_rows: Rows per TreeSHAP call; memory is about ``chunk_rows x features x 8``
             bytes, twice.
-        matrix: The model's inputs for ``frame`` as LightGBM reads them
-            (``models.treeshap.lightgbm_matrix``), when the caller has them already.
+        matrix: The model's inputs for ``frame`` (its ``rows``) as LightGBM reads them
+            (``models.estimators.feature_matrix``), when the caller has them already.
+        rows: Positions of the rows of ``frame`` to explain (all by default): the frame is
+            read where needed, never copied.
 
     Returns:
-        A frame aligned with ``frame.index``, columns ``reason_1`` .. ``reason_<top>``
-        (``string[pyarrow]``): the drivers raising the risk most, in order, then (when fewer
-        raise it) the ones lowering it most, suffixed :data:`LOWERS_RISK`. Null only when
-        fewer drivers than ``top`` contribute anything (a model without splits: all null).
+        A frame aligned with ``frame.index`` (of the ``rows``), columns ``reason_1`` ..
+        ``reason_<top>`` (``string[pyarrow]``): the drivers raising the risk most, in order,
+        then (when fewer raise it) the ones lowering it most, suffixed :data:`LOWERS_RISK`.
+        Null only when fewer drivers than ``top`` contribute anything (a model without
+        splits: all null).
 
     Raises:
         ValueError: When the frame lacks a model feature, its text features do not match the
             model's, or the model has several outputs.
     """
-    ranked = _rank(booster, frame, top, chunk_rows, matrix)
-    n = len(frame)
+    chosen = np.arange(len(frame)) if rows is None else np.asarray(rows, dtype=np.int64)
+    ranked = _rank(booster, frame, top, chunk_rows, matrix, chosen)
+    n = len(chosen)
     flat_facet = ranked.facet.reshape(-1)  # position = slot * n + row
     flat_value = ranked.value.reshape(-1)
     values = _Values(frame, np.zeros(0, dtype=np.int64))
@@ -977,7 +986,7 @@ def reasons(
         if len(where) == 0:
             continue
         driver = ranked.plan.drivers[ranked.plan.facet_driver[f]]
-        text = _spoken(driver, facet, values.subset(where % n))
+        text = _spoken(driver, facet, values.subset(chosen[where % n]))
         pieces.append(_if(flat_value[where] < 0, _join(text, LOWERS_RISK), text))
         positions.append(where)
     silent = np.flatnonzero(flat_facet < 0)
@@ -992,5 +1001,5 @@ def reasons(
             f"reason_{slot + 1}": pd.arrays.ArrowStringArray(every.slice(slot * n, n))
             for slot in range(top)
         },
-        index=frame.index,
+        index=frame.index[chosen],
     )

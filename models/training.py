@@ -211,25 +211,31 @@ def model_matrix(
     return feature_matrix(frame, first.booster, first.features, rows)
 
 
-def predict(models: Models, frame: pd.DataFrame, matrix: np.ndarray | None = None) -> Predictions:
-    """All model outputs for ``frame`` (features; labels, if present, are ignored).
+def predict(
+    models: Models,
+    frame: pd.DataFrame,
+    matrix: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+) -> Predictions:
+    """All model outputs for ``frame``, or its ``rows`` (features; labels are ignored).
 
     The frame becomes LightGBM's input matrix once (:func:`model_matrix`, or ``matrix`` when
     the caller has it already), and every booster reads it, without five conversions.
     """
-    if len(frame) == 0:  # LightGBM refuses an empty input
+    n = len(frame) if rows is None else len(rows)
+    if n == 0:  # LightGBM refuses an empty input
         nothing = np.zeros(0)
         return Predictions(nothing, nothing, nothing, nothing, nothing)
-    if matrix is not None and len(matrix) != len(frame):
-        raise ValueError(f"matrix has {len(matrix)} rows, the frame {len(frame)}")
-    shared = matrix if matrix is not None else model_matrix(models, frame)
+    if matrix is not None and len(matrix) != n:
+        raise ValueError(f"matrix has {len(matrix)} rows, the frame {n}")
+    shared = matrix if matrix is not None else model_matrix(models, frame, rows)
     if shared is not None:
 
         def out(part: Classifier | Regressor) -> np.ndarray:
             raw = predictions(part.booster, shared)
             return part.calibrator(raw) if isinstance(part, Classifier) else raw
     else:
-        x = _inputs(frame)
+        x = _inputs(frame if rows is None else frame.iloc[rows])
 
         def out(part: Classifier | Regressor) -> np.ndarray:
             return part.predict(x)

@@ -290,7 +290,9 @@ class _Index:
         shift = max((top - base).bit_length() - time_bits, 0)
         probe = _Index(code[:0], t[:0], t[:0], base, top, shift, time_bits)
         key = probe.keys(code, t)
-        order = np.argsort(key, kind="stable")
+        # Unstable (vectorised) sort: rows sharing a key are put in time order just below, and
+        # rows equal in code and time are interchangeable for every count the index gives.
+        order = np.argsort(key)
         key, t_sorted = key[order], t[order]
         # Within a shared key the exact times may be out of order: sort those runs alone.
         bad = (key[1:] == key[:-1]) & (t_sorted[1:] < t_sorted[:-1])
@@ -314,7 +316,7 @@ class _Index:
         The queries are sorted once (shifted times keep their order): sorted queries search
         several times faster, as the rows they land on stay in cache.
         """
-        order = np.argsort(self.keys(code, t), kind="stable")  # often nearly sorted already
+        order = np.argsort(self.keys(code, t))  # any order of ties: each query is on its own
         code, t = code[order], t[order]
         out = []
         for shift, inclusive in shifts:

@@ -16,7 +16,7 @@ import pytest
 from features import build_features, make_labels
 from features.families import FAMILIES, feature_columns
 from features.synthetic import generate
-from models.estimators import TrainConfig, canonical, feature_frame
+from models.estimators import TrainConfig, canonical, feature_frame, feature_matrix
 from models.explain import (
     DRIVERS,
     LOWERS_RISK,
@@ -196,6 +196,16 @@ class TestReasons:
         pd.testing.assert_frame_equal(got, explained)
         with pytest.raises(ValueError, match="shape"):
             reasons(booster, frame, matrix=matrix[:-1])
+
+    def test_rows_are_explained_where_they_are(
+        self, booster: lgb.Booster, frame: pd.DataFrame, explained: pd.DataFrame
+    ) -> None:
+        """``rows``: some rows of the frame, in any order, as if they were a frame of their own."""
+        rows = np.random.default_rng(3).permutation(len(frame))[: len(frame) // 2]
+        pd.testing.assert_frame_equal(reasons(booster, frame, rows=rows), explained.iloc[rows])
+        matrix = feature_matrix(frame, booster, booster.feature_name(), rows)
+        got = reasons(booster, frame, rows=rows, matrix=matrix, chunk_rows=333)
+        pd.testing.assert_frame_equal(got, explained.iloc[rows])
 
     def test_ranking_matches_summed_contributions(
         self, booster: lgb.Booster, frame: pd.DataFrame, ranked: pd.DataFrame

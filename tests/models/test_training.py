@@ -12,7 +12,7 @@ import pytest
 from features import build_features, make_labels
 from features.synthetic import generate
 from models.estimators import TrainConfig
-from models.training import BUNDLES, predict, train_models
+from models.training import BUNDLES, model_matrix, predict, train_models
 
 PARTS = [part for parts in BUNDLES.values() for part in parts]
 
@@ -59,6 +59,12 @@ def test_predict_reads_one_matrix_and_gives_each_parts_own_prediction(frame):
     np.testing.assert_array_equal(got.spend_if_buy_180d, models.value_spend.predict(rows))
     days = np.clip(models.next_order_days.predict(rows) - 0.5, 0, models.horizon_days)
     np.testing.assert_array_equal(got.expected_days_to_next_order, days)
+    # the same rows picked out of the whole frame, with or without the caller's matrix
+    picked = np.flatnonzero((frame["cutoff"] == frame["cutoff"].max()).to_numpy())
+    for matrix in (None, model_matrix(models, frame, picked)):
+        again = predict(models, frame, matrix, picked)
+        for field in dataclasses.fields(got):
+            np.testing.assert_array_equal(getattr(again, field.name), getattr(got, field.name))
 
 
 def test_predict_of_no_rows_is_empty(frame):
