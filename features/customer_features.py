@@ -1161,12 +1161,13 @@ def customer_tables(
         lifecycle: As in :func:`build_features`.
         orders: Also return ``orders``: one row per order placed before ``as_of`` (the orders of
             the features: an order id of a customer; time, its earliest line before ``as_of``;
-            value, the sum of those lines' ``amount``), ``customer_id`` (``string[pyarrow]``),
-            ``ordered_at`` (the time zone of the input), ``value`` and ``discounted`` (a line
-            had ``discount > 0``; all False without a ``discount`` column), sorted by
-            ``customer_id`` then ``ordered_at``. The rows of ``order_table(...,
-            discounted=True)`` without ``order_id`` (orders of one customer at the same
-            instant may come in another order).
+            value, the sum of those lines' ``amount``), ``customer_id`` (categorical: the
+            categories are the features' ``customer_id``, so a code is the customer's row in
+            ``features``), ``ordered_at`` (the time zone of the input), ``value`` and
+            ``discounted`` (a line had ``discount > 0``; all False without a ``discount``
+            column), sorted by ``customer_id`` then ``ordered_at``. The rows of
+            ``order_table(..., discounted=True)`` without ``order_id`` (orders of one customer
+            at the same instant may come in another order).
         due_within_days: Also return ``due``: ``due_categories(transactions, as_of=as_of,
             within_days=due_within_days)``, from the run-outs the features count.
     """
@@ -1229,7 +1230,7 @@ def customer_tables(
             if tx.run_outs is not None
             else _due_frame()
         )
-    kept = _order_frame(tx.orders, ids, by_id, tz) if orders else None
+    kept = _order_frame(tx.orders, ids, by_id, rows, tz) if orders else None
     return CustomerTables(features, kept, due)
 
 
@@ -1418,21 +1419,32 @@ def _due_frame(ids: pa.Array | None = None, names: pa.Array | None = None) -> pd
 
 
 def _order_frame(
-    kept: dict[str, np.ndarray], ids: pa.Array, by_id: np.ndarray, tz: datetime.tzinfo | None
+    kept: dict[str, np.ndarray],
+    ids: pa.Array,
+    by_id: np.ndarray,
+    rows: np.ndarray,
+    tz: datetime.tzinfo | None,
 ) -> pd.DataFrame:
     """The kept orders as a frame, customers in ``customer_id`` order (see ``customer_tables``).
 
     The blocks hand the orders back grouped by customer code, ascending, and by time within a
-    customer, so putting the customers in id order moves whole runs: no sort.
+    customer, so putting the customers in id order moves whole runs: no sort. ``customer_id``
+    is categorical over the ids of the snapshot's ``rows`` (codes), so its codes are rows.
     """
     ci = kept.get("order_ci", np.zeros(0, np.int32))
     per_code = np.bincount(ci, minlength=len(ids))
     first, counts = (np.cumsum(per_code) - per_code)[by_id], per_code[by_id]
     move = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(len(ci))
+    named = rows[rows != len(ids) - 1]  # the last code is the null id: no category
+    slot = np.full(len(ids), -1, dtype=np.int32)
+    slot[named] = np.arange(len(named))
+    names = pd.Index(pd.arrays.ArrowStringArray(ids.take(pa.array(named))))
     at = pd.DatetimeIndex(kept.get("order_t", np.zeros(0, _I64))[move].view("datetime64[ns]"))
     return pd.DataFrame(
         {
-            "customer_id": pd.arrays.ArrowStringArray(ids.take(pa.array(ci[move]))),
+            "customer_id": pd.Categorical.from_codes(
+                slot[ci[move]], dtype=pd.CategoricalDtype(names)
+            ),
             "ordered_at": at if tz is None else at.tz_localize("UTC").tz_convert(tz),
             "value": kept.get("order_value", np.zeros(0))[move],
             "discounted": kept.get("order_discounted", np.zeros(0, bool))[move],

@@ -721,7 +721,7 @@ def bgnbd_summary(
         raise ValueError(f"orders is missing columns {missing}")
     if unit_days <= 0:
         raise ValueError("unit_days must be positive")
-    if orders[required].isna().to_numpy().any():
+    if any(orders[column].isna().any() for column in required):
         raise ValueError("orders has missing customer_id, ordered_at or value")
 
     ordered_at = pd.to_datetime(orders["ordered_at"])
@@ -737,14 +737,18 @@ def bgnbd_summary(
         cutoff = cutoff.tz_convert(tz).tz_localize(None)
     columns = ["frequency", "recency", "T", "monetary_value"]
     if not before.any():
-        index = pd.Index([], name="customer_id", dtype=orders["customer_id"].dtype)
+        given = orders["customer_id"].dtype
+        kind = given.categories.dtype if isinstance(given, pd.CategoricalDtype) else given
+        index = pd.Index([], name="customer_id", dtype=kind)
         return pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in columns}, index=index)
     # Customers as integer codes in id order, days as integers: sorted runs, no hash tables.
     day = ordered_at.to_numpy()[before].astype("datetime64[D]").astype(np.int64)
     value = orders["value"].to_numpy(dtype=np.float64)[before]
-    customers = orders["customer_id"][before]
+    customers = orders["customer_id"] if before.all() else orders["customer_id"][before]
     codes, ids = _sorted_codes(customers, day)
     if codes is None:  # not sorted by customer then time: sort
+        if isinstance(customers.dtype, pd.CategoricalDtype):  # ids as ids, not categories
+            customers = customers.astype(customers.cat.categories.dtype)
         codes, ids = pd.factorize(customers, sort=True)
         order = np.lexsort((day, codes))
         codes, day, value = codes[order], day[order], value[order]
@@ -779,8 +783,17 @@ def _sorted_codes(ids: pd.Series, day: np.ndarray) -> tuple[np.ndarray | None, p
     """Run codes of ``ids`` when the rows are sorted by id then day (``order_table`` sorts so).
 
     Comparing neighbours is much cheaper than hashing and sorting millions of ids; when the
-    rows are not in that order the codes are ``None``.
+    rows are not in that order the codes are ``None``. Categorical ids (``customer_tables``'
+    orders) are compared by their codes when the categories are in order.
     """
+    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.is_monotonic_increasing:
+        codes = ids.cat.codes.to_numpy()
+        if len(codes) == 0 or codes.min() < 0:  # a null id: the general path says what to do
+            return None, pd.Index([])
+        new = np.r_[True, codes[1:] != codes[:-1]]
+        if (np.diff(codes) < 0).any() or (np.diff(day)[~new[1:]] < 0).any():
+            return None, pd.Index([])
+        return np.cumsum(new) - 1, ids.cat.categories[codes[new]]
     try:
         values = pa.array(ids.array)
         previous, current = values[:-1], values[1:]

@@ -241,8 +241,12 @@ def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], int]:
 
     Only the first id of each run of equal neighbours is hashed (the tables usually come
     grouped by customer), so the cost is one string comparison per row. A null id is a code of
-    its own.
+    its own. A categorical first column (``customer_tables``' orders) keeps its own codes; the
+    other columns are looked up in its categories, and ids not there come after them.
     """
+    first = columns[0]
+    if isinstance(first.dtype, pd.CategoricalDtype) and not first.isna().any():
+        return _encode_by_categories(first, columns[1:])
     texts = [_text(c) for c in columns]
     starts = []
     for text in texts:
@@ -261,6 +265,28 @@ def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], int]:
         part = flat[at : at + len(start)]
         at += len(start)
         codes.append(np.repeat(part, np.diff(np.append(start, len(text)))))
+    return codes, n_codes
+
+
+def _encode_by_categories(
+    first: pd.Series, others: Sequence[pd.Series]
+) -> tuple[list[np.ndarray], int]:
+    """``_encode`` when the first column is categorical (no null): its codes, then lookups."""
+    categories = first.cat.categories
+    known = pa.array(categories.astype(TEXT).array).cast(pa.large_string())
+    codes = [first.cat.codes.to_numpy().astype(np.int64)]
+    n_codes = len(categories)
+    for column in others:
+        text = _text(column)
+        found = pc.index_in(text, value_set=known).to_numpy(zero_copy_only=False)
+        missing = np.isnan(found) if found.dtype.kind == "f" else np.zeros(len(found), bool)
+        code = np.where(missing, 0, found).astype(np.int64)
+        if missing.any():  # ids not among the categories (and nulls): new codes after them
+            rest = pd.Series(pd.arrays.ArrowStringArray(text.filter(pa.array(missing))))
+            (extra,), count = _encode(rest)
+            code[missing] = n_codes + extra
+            n_codes += count
+        codes.append(code)
     return codes, n_codes
 
 

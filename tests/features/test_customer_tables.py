@@ -53,8 +53,13 @@ def assert_parts_match(tx: pd.DataFrame, as_of: str) -> CustomerTables:
     pd.testing.assert_frame_equal(got.features, build_features(tx, as_of=as_of))
     pd.testing.assert_frame_equal(got.due, due_categories(tx, as_of=as_of, within_days=7))
     expected = order_table(tx, before=as_of, discounted=True).drop(columns="order_id")
-    orders = got.orders
-    assert list(orders.columns) == KEY
+    assert list(got.orders.columns) == KEY
+    # customer_id is categorical over the features' ids: its codes are the rows of features
+    customer = got.orders["customer_id"]
+    assert customer.cat.categories.equals(pd.Index(got.features["customer_id"]))
+    codes = customer.cat.codes.to_numpy()
+    assert (got.features["customer_id"].to_numpy()[codes] == customer.astype(TEXT)).all()
+    orders = got.orders.assign(customer_id=customer.astype(TEXT))
     assert orders.dtypes.equals(expected.dtypes)
     # Sorted by customer, then time (orders of one customer at one instant in any order).
     assert orders[["customer_id", "ordered_at"]].equals(
@@ -104,8 +109,9 @@ def test_without_discount_or_category_columns() -> None:
     assert not got.orders["discounted"].any()
     assert got.due.empty
     expected = order_table(tx, before="2026-01-01", discounted=True).drop(columns="order_id")
+    orders = got.orders.assign(customer_id=got.orders["customer_id"].astype(TEXT))
     pd.testing.assert_frame_equal(
-        got.orders.sort_values(KEY).reset_index(drop=True),
+        orders.sort_values(KEY).reset_index(drop=True),
         expected.sort_values(KEY).reset_index(drop=True),
     )
 

@@ -571,7 +571,7 @@ def test_baseline_answers_the_models_questions():
     assert baseline.gamma_gamma is not None
 
 
-@pytest.mark.parametrize("ids", ["text", "arrow-text", "numbers"])
+@pytest.mark.parametrize("ids", ["text", "arrow-text", "numbers", "categorical"])
 def test_bgnbd_summary_does_not_depend_on_row_order(ids):
     """Sorted orders (as ``order_table`` gives them) take a faster path: same summary."""
     rng = np.random.default_rng(52)
@@ -589,8 +589,15 @@ def test_bgnbd_summary_does_not_depend_on_row_order(ids):
         frame["customer_id"] = frame["customer_id"].astype("string[pyarrow]")
     elif ids == "numbers":
         frame["customer_id"] = frame["customer_id"].str[1:].astype(int)
+    elif ids == "categorical":  # as customer_tables gives them: every known customer a category
+        text = frame["customer_id"].astype("string[pyarrow]")
+        known = pd.Index(sorted(set(text) | {"a-no-order", "z-no-order"}), dtype=text.dtype)
+        frame["customer_id"] = pd.Categorical(text, dtype=pd.CategoricalDtype(known))
     cutoff = pd.Timestamp("2025-09-01", tz="Asia/Shanghai")
     shuffled = bgnbd_summary(frame, cutoff)
+    if ids == "categorical":  # the same summary as of the ids as text
+        as_text = frame.assign(customer_id=frame["customer_id"].astype("string[pyarrow]"))
+        pd.testing.assert_frame_equal(shuffled, bgnbd_summary(as_text, cutoff))
     ordered = frame.sort_values(["customer_id", "ordered_at"], kind="stable")
     pd.testing.assert_frame_equal(bgnbd_summary(ordered, cutoff), shuffled)
     # Sorted by customer but one customer's days out of order: still the same.

@@ -571,3 +571,35 @@ def test_given_orders_give_the_same_estimate():
     pd.testing.assert_frame_equal(from_lines.cells, given.cells)
     pd.testing.assert_frame_equal(from_lines.pooled, given.pooled)
     assert from_lines.counts == given.counts
+
+
+@pytest.mark.parametrize("with_touches", [True, False], ids=["all-known", "buyers-only"])
+def test_orders_of_customer_tables_give_the_same_estimate_and_segments(with_touches):
+    """``customer_tables``' orders (ids categorical over the snapshot) give what the lines give.
+
+    Built without touches, the categories are the buyers only: the touches of other customers
+    (and a null id) get codes after them.
+    """
+    from features import customer_tables
+    from models.uplift import estimate_uplift
+
+    data = generate(3000, seed=21)
+    as_of = pd.Timestamp("2026-05-01").date()
+    touches = data.touches.copy()
+    touches.loc[touches.index[:5], "customer_id"] = None
+    tables = customer_tables(
+        data.transactions, touches if with_touches else None, as_of=as_of, orders=True
+    )
+    assert isinstance(tables.orders["customer_id"].dtype, pd.CategoricalDtype)
+    from_lines = estimate_uplift(data.transactions, touches, as_of=as_of)
+    given = estimate_uplift(None, touches, as_of=as_of, orders=tables.orders)
+    assert from_lines is not None and given is not None
+    pd.testing.assert_frame_equal(from_lines.cells, given.cells)
+    pd.testing.assert_frame_equal(from_lines.pooled, given.pooled)
+    assert from_lines.counts == given.counts
+    ids = pd.Series(sorted(set(touches["customer_id"].dropna())) + ["never-seen"])
+    stamp = pd.Timestamp(as_of)
+    pd.testing.assert_series_equal(
+        segments(tables.orders, ids, stamp),
+        segments(orders_with_discount(data.transactions, before=as_of), ids, stamp),
+    )
