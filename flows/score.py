@@ -37,7 +37,7 @@ from flows.data import data_fingerprint, load_data, rules_from
 from flows.features import snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
 from flows.settings import Settings, get_settings, release_memory
-from flows.train import REGISTERED, SERVICES, tracker_for
+from flows.train import REGISTERED, SERVICES, tracker_for, tracking_uri
 from models.btyd import Baseline, bgnbd_summary
 from models.explain import reasons
 from models.policy import CouponPolicy, load_policy
@@ -512,5 +512,5 @@ def score(
     )
     summary["recall_stages"] = list(RECALL_STAGES)
     paths = write_outputs(workdir, as_of, tables, summary)
-    publish_artifacts(summary, tracker_for(settings, workdir).uri)
+    publish_artifacts(summary, tracking_uri(settings, workdir))
     return summary | {"paths": paths}

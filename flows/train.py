@@ -64,8 +64,12 @@ SERVICES = {
 
 def tracker_for(settings: Settings, workdir: Path) -> Tracker:
     """The MLflow connection the settings ask for (default: SQLite in the work directory)."""
-    uri = settings.mlflow.tracking_uri or default_tracking_uri(workdir)
-    return Tracker(uri, workdir / "mlartifacts")
+    return Tracker(tracking_uri(settings, workdir), workdir / "mlartifacts")
+
+
+def tracking_uri(settings: Settings, workdir: Path) -> str:
+    """Where the settings say MLflow tracks (default: SQLite in the work directory)."""
+    return settings.mlflow.tracking_uri or default_tracking_uri(workdir)
 
 
 def train_config(settings: Settings) -> TrainConfig:

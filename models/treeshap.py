@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache, partial
 
 import lightgbm as lgb
@@ -99,16 +99,17 @@ class _Tree:
 class _Plan:
     """A booster's trees and how to compute the value rows their nodes compare.
 
-    ``numeric`` holds, per kind of numerical read, the value rows and the model features they
-    read; ``categorical`` holds ``(value row, model feature, lookup)`` per categorical split
-    (the row is 0.0 where the category goes left, else 1.0, compared with 0.5).
+    ``numeric`` holds, per kind of numerical read, its range of value rows and the model
+    features they read; ``categorical`` holds ``(value row, model feature, lookup)`` per
+    categorical split (the row is 0.0 where the category goes left, else 1.0, compared with
+    0.5).
     """
 
     n_features: int
     n_values: int
     #: Every tree, in the model's order (trees of one leaf included).
     trees: list[_Tree]
-    numeric: list[tuple[int, np.ndarray, np.ndarray]]
+    numeric: list[tuple[int, slice, np.ndarray]]
     categorical: list[tuple[int, int, np.ndarray]]
     expected: float
 
@@ -351,21 +352,21 @@ class _Patterns:
 
 
 def _values(plan: _Plan, block: np.ndarray) -> np.ndarray:
-    """The value rows of a block, ``(plan.n_values, rows)``."""
+    """The value rows of a block, ``(plan.n_values, rows)``, rewritten in place kind by kind."""
     values = np.empty((plan.n_values, len(block)))
     columns = block.T
     for kind, rows, features in plan.numeric:
-        x = columns[features]
+        x = values[rows]  # a view: this kind's rows
+        np.take(columns, features, axis=0, out=x, mode="clip")
         # LightGBM keeps only values above kZeroThreshold in magnitude (and NaN).
-        x = np.where(np.abs(x) <= _ZERO, 0.0, x)
-        missing = np.isnan(x)
+        np.copyto(x, 0.0, where=(x <= _ZERO) & (x >= -_ZERO))
         if kind == _NAN_AS_ZERO:
-            x = np.where(missing, 0.0, x)
+            np.copyto(x, 0.0, where=np.isnan(x))
         elif kind == _NAN_LEFT:
-            x = np.where(missing, -np.inf, x)
+            np.copyto(x, -np.inf, where=np.isnan(x))
         elif kind in (_ZERO_LEFT, _ZERO_RIGHT):
-            x = np.where(missing | (x == 0.0), -np.inf if kind == _ZERO_LEFT else np.inf, x)
-        values[rows] = x
+            empty = np.isnan(x) | (x == 0.0)
+            np.copyto(x, -np.inf if kind == _ZERO_LEFT else np.inf, where=empty)
     for row, feature, lookup in plan.categorical:
         values[row] = _category_goes_right(columns[feature], lookup)
     return values
@@ -440,20 +441,25 @@ def _plan(model: str) -> _Plan | None:
         table = _shap_table(left, right, local, leaf_value, counts, len(distinct))
         output = leaf_value[_leaf_of_pattern(left, right)]
         planned.append(_Tree(np.array(rows), np.array(thresholds), distinct, table, output))
-    kinds = sorted({kind for kind, _ in numeric})
+    # Value rows renumbered so that each kind's are one range (filled in place, in one go),
+    # the categorical ones after them.
+    ordered = sorted(numeric.items(), key=lambda item: item[0][0])
+    new_row = np.empty(len(numeric) + len(categorical), dtype=np.int64)
+    new_row[[row for _, row in ordered]] = np.arange(len(ordered))
+    new_row[[row for row, _ in categorical.values()]] = np.arange(len(categorical)) + len(numeric)
+    ranges = []
+    for kind in sorted({kind for kind, _ in numeric}):
+        at = [i for i, ((k, _), _) in enumerate(ordered) if k == kind]
+        features = np.array([ordered[i][0][1] for i in at], dtype=np.int64)
+        ranges.append((kind, slice(at[0], at[-1] + 1), features))
     return _Plan(
         n_features=int(header["max_feature_idx"]) + 1,
         n_values=len(numeric) + len(categorical),
-        trees=planned,
-        numeric=[
-            (
-                kind,
-                np.array([row for (k, _), row in numeric.items() if k == kind]),
-                np.array([f for (k, f) in numeric if k == kind]),
-            )
-            for kind in kinds
+        trees=[replace(tree, rows=new_row[tree.rows]) for tree in planned],
+        numeric=ranges,
+        categorical=[
+            (int(new_row[row]), f, lookup) for (f, _), (row, lookup) in categorical.items()
         ],
-        categorical=[(row, f, lookup) for (f, _), (row, lookup) in categorical.items()],
         expected=expected,
     )
 
