@@ -8,13 +8,14 @@ Prefect server's start is not counted): the ``ltv-score`` flow on the N customer
 and validating the inputs, the feature snapshot, the three models, BG/NBD for comparison,
 reason codes for every scored customer, coupon uplift, tiers within the budget, the control
 group, the win-back ranking and the exports (Parquet, CSV, DuckDB). Reported: wall, peak
-RSS, each task's time (Prefect's task runs), and a floor: reading the same input files into
-pandas.
+RSS, each task's time (Prefect's task runs) of the median of ``--runs`` scorings (each in a
+fresh process; the range of all is printed too), and a floor: reading the same input files
+into pandas.
 
 Usage::
 
     .venv/bin/python bench/bench_score.py                       # 1,000,000 customers
-    .venv/bin/python bench/bench_score.py --customers 100000
+    .venv/bin/python bench/bench_score.py --customers 100000 --runs 1
 """
 
 from __future__ import annotations
@@ -88,12 +89,17 @@ def main() -> None:
     """Set up, time the scoring flow and the floor; print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3, help="timed scorings (median shown)")
     args = parser.parse_args()
     n = str(args.customers)
     with tempfile.TemporaryDirectory() as tmp:
         run(SETUP, tmp, n)
-        r = run_json(SCORE, tmp, n)
+        runs = sorted((run_json(SCORE, tmp, n) for _ in range(args.runs)), key=lambda r: r["wall"])
         floor = run_json(FLOOR, tmp)
+    r = runs[len(runs) // 2]
+    walls = ", ".join(f"{x['wall']:.1f}" for x in runs)
+    peaks = ", ".join(f"{x['rss_mb'] / 1024:.1f}" for x in runs)
+    print(f"{len(runs)} runs: wall {walls} s; peak RSS {peaks} GB (the median run below)")
     print(
         f"{r['customers']:,} customers, {r['scored']:,} scored; {r['coupons']:,} coupons "
         f"(+{r['control']:,} in the control group, expected cost {r['planned']:,.0f} of "

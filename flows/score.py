@@ -435,13 +435,13 @@ def score(
     budget = settings.score.budget if budget is None else budget
     policy_path = settings.score.policy_file or default_policy_file()
     policy = load_policy(policy_path)
-    # The models load while the data are read (the missing-champion error comes after them).
-    loading = load_champions.submit(settings, workdir, as_of)
+    # First, so that a missing champion stops the run before the data are read. (Loaded
+    # beside the reading, the MLflow client's Python work slowed the validation by more.)
+    champions = load_champions(settings, workdir, as_of)
     digest = data_fingerprint.submit(data, settings.ingest.encoding)
     # Called, not submitted: a finished future holds its result in a reference cycle, which
     # would keep the lines alive until the next full garbage collection.
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    champions = loading.result()
     # One pass over the lines gives the snapshot, the orders and the restock reminders; the
     # lines are freed once Prefect has sent the events of the task that read them (~0.5 s).
     snapshot, orders, restock = scoring_tables(dataset, as_of)

@@ -891,15 +891,13 @@ def _rank(
         # The direction of the row's distance from the average score (up when it is 0).
         toward = np.where(by_driver.sum(axis=1) < 0, -1.0, 1.0)[:, None]
         aligned = by_driver * toward
-        group = np.where(aligned > 0, 0, np.where(aligned < 0, 1, 2))
-        # Drivers pushing the row's way, strongest first; then the others, strongest first;
-        # ties keep the driver order (lexsort is stable); drivers contributing nothing last.
-        order = np.lexsort((np.where(aligned > 0, -aligned, aligned), group), axis=1)
-        rows = np.arange(stop - start)
+        at = np.arange(stop - start)
+        free = np.ones(aligned.shape, dtype=bool)  # drivers not chosen yet
         for slot in range(min(top, k)):
-            chosen = order[:, slot]
-            v = by_driver[rows, chosen]
-            said = group[rows, chosen] < 2
+            chosen = _strongest(aligned, free)
+            free[at, chosen] = False
+            v = by_driver[at, chosen]
+            said = (aligned[at, chosen] > 0) | (aligned[at, chosen] < 0)
             score = by_facet * np.sign(v)[:, None]
             score[plan.facet_driver[None, :] != chosen[:, None]] = -np.inf
             best = np.argmax(score, axis=1)
@@ -907,6 +905,23 @@ def _rank(
             facet[slot, start:stop] = np.where(said, best, -1)
             value[slot, start:stop] = np.where(said, v, np.nan)
     return _Ranked(plan, driver, facet, value)
+
+
+def _strongest(aligned: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Each row's next driver among the ``free`` ones.
+
+    Drivers pushing the row's way (``aligned > 0``), strongest first; then the others,
+    strongest first; then those contributing nothing. Ties go to the first driver.
+    """
+    way = np.where(free & (aligned > 0), aligned, -np.inf)
+    other = np.where(free & (aligned < 0), -aligned, -np.inf)
+    first_way, first_other = np.argmax(way, axis=1), np.argmax(other, axis=1)
+    at = np.arange(len(aligned))
+    return np.where(
+        way[at, first_way] > -np.inf,
+        first_way,
+        np.where(other[at, first_other] > -np.inf, first_other, np.argmax(free, axis=1)),
+    )
 
 
 def top_drivers(
