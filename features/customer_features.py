@@ -1161,13 +1161,15 @@ def customer_tables(
         lifecycle: As in :func:`build_features`.
         orders: Also return ``orders``: one row per order placed before ``as_of`` (the orders of
             the features: an order id of a customer; time, its earliest line before ``as_of``;
-            value, the sum of those lines' ``amount``), ``customer_id`` (categorical: the
-            categories are the features' ``customer_id``, so a code is the customer's row in
-            ``features``), ``ordered_at`` (the time zone of the input), ``value`` and
-            ``discounted`` (a line had ``discount > 0``; all False without a ``discount``
-            column), sorted by ``customer_id`` then ``ordered_at``. The rows of
-            ``order_table(..., discounted=True)`` without ``order_id`` (orders of one customer
-            at the same instant may come in another order).
+            value, the sum of those lines' ``amount``, where null amounts add nothing: an order
+            of only null amounts is worth 0, where ``order_table`` has a null). Columns:
+            ``customer_id`` (categorical: the categories are the features' ``customer_id``
+            but a null one, so a code is the customer's row in ``features``), ``ordered_at``
+            (the time zone of the input), ``value`` and ``discounted`` (a line had
+            ``discount > 0``; all False without a ``discount`` column); sorted by
+            ``customer_id`` then ``ordered_at``. Otherwise the rows of ``order_table(...,
+            discounted=True)`` without ``order_id`` (orders of one customer at the same instant
+            may come in another order).
         due_within_days: Also return ``due``: ``due_categories(transactions, as_of=as_of,
             within_days=due_within_days)``, from the run-outs the features count.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 from datetime import date
@@ -172,16 +173,19 @@ def release_memory() -> None:
     gc.collect()
     pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library (looked up once: ``find_library`` runs ``ldconfig``)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _limit_malloc_arenas(arenas: int) -> None:
     """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``); nothing elsewhere (no glibc)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        _libc().mallopt(_M_ARENA_MAX, arenas)
 
 
 #: glibc's ``M_ARENA_MAX`` option of ``mallopt``.

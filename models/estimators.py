@@ -193,6 +193,7 @@ def feature_matrix(
     categoricals or a copy of the rows, and column-major: each column is one contiguous write
     here and one contiguous read for the tree lookup.
     """
+    rows = None if rows is None else row_positions(rows)
     known = booster.pandas_categorical or []
     text = [name for name in features if _is_text(frame[name])]
     if len(text) != len(known):  # LightGBM's own conversion says what does not match
@@ -208,6 +209,14 @@ def feature_matrix(
             values = column.to_numpy(dtype="float64", na_value=np.nan)
         out[:, j] = values if rows is None else values[rows]
     return out
+
+
+def row_positions(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as int64 positions; a boolean mask or other values are refused, not guessed."""
+    positions = np.asarray(rows)
+    if positions.ndim != 1 or (positions.dtype.kind not in "iu" and len(positions)):
+        raise ValueError(f"rows must be integer positions, not {positions.dtype} values")
+    return positions.astype(np.int64, copy=False)
 
 
 def _category_codes(column: pd.Series, categories: list[Any]) -> np.ndarray:

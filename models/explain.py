@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 
 from features.contracts import TEXT, TOUCH_CHANNELS
 from features.families import FAMILIES
-from models.estimators import feature_frame
+from models.estimators import feature_frame, row_positions
 from models.treeshap import contributions
 
 __all__ = [
@@ -861,7 +861,7 @@ def _rank(
     top: int,
     chunk_rows: int,
     matrix: np.ndarray | None,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
 ) -> _Ranked:
     """TreeSHAP chunk by chunk, summed per facet and driver; the ``top`` drivers of each row.
 
@@ -870,7 +870,7 @@ def _rank(
     if top < 1 or chunk_rows < 1:
         raise ValueError(f"top and chunk_rows must be positive, got {top} and {chunk_rows}")
     plan = _Plan.build(booster.feature_name())
-    n, k = len(rows), len(plan.drivers)
+    n, k = len(frame) if rows is None else len(rows), len(plan.drivers)
     driver = np.full((top, n), -1, dtype=np.int64)
     facet = np.full((top, n), -1, dtype=np.int64)
     value = np.full((top, n), np.nan)
@@ -878,7 +878,12 @@ def _rank(
         return _Ranked(plan, driver, facet, value)
     if matrix is not None and matrix.shape != (n, booster.num_feature()):
         raise ValueError(f"matrix has shape {matrix.shape}, not ({n}, {booster.num_feature()})")
-    x: pd.DataFrame | np.ndarray = _inputs(booster, frame.iloc[rows]) if matrix is None else matrix
+    x: pd.DataFrame | np.ndarray
+    if matrix is not None:
+        x = matrix
+    else:  # the model's columns, then the rows (no copy of the other columns)
+        x = _inputs(booster, frame)
+        x = x if rows is None else x.iloc[row_positions(rows)]
     width = len(plan.columns) + 1
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
@@ -941,7 +946,7 @@ def top_drivers(
         ``contribution_<top>`` (the driver's summed contribution to the raw score, log-odds
         for a binary model; NaN when null).
     """
-    ranked = _rank(booster, frame, top, chunk_rows, None, np.arange(len(frame)))
+    ranked = _rank(booster, frame, top, chunk_rows, None, None)
     names = pa.array([d.name for d in ranked.plan.drivers] + [None], _L)
     out: dict[str, object] = {}
     for slot in range(top):
@@ -988,8 +993,8 @@ def reasons(
         ValueError: When the frame lacks a model feature, its text features do not match the
             model's, or the model has several outputs.
     """
-    chosen = np.arange(len(frame)) if rows is None else np.asarray(rows, dtype=np.int64)
-    ranked = _rank(booster, frame, top, chunk_rows, matrix, chosen)
+    chosen = np.arange(len(frame)) if rows is None else row_positions(rows)
+    ranked = _rank(booster, frame, top, chunk_rows, matrix, rows)
     n = len(chosen)
     flat_facet = ranked.facet.reshape(-1)  # position = slot * n + row
     flat_value = ranked.value.reshape(-1)

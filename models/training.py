@@ -37,6 +37,7 @@ from models.estimators import (
     feature_matrix,
     fit_classifier,
     fit_regressor,
+    row_positions,
 )
 from models.treeshap import predictions
 
@@ -222,6 +223,7 @@ def predict(
     The frame becomes LightGBM's input matrix once (:func:`model_matrix`, or ``matrix`` when
     the caller has it already), and every booster reads it, without five conversions.
     """
+    rows = None if rows is None else row_positions(rows)
     n = len(frame) if rows is None else len(rows)
     if n == 0:  # LightGBM refuses an empty input
         nothing = np.zeros(0)

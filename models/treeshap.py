@@ -354,6 +354,9 @@ class _Patterns:
 def _values(plan: _Plan, block: np.ndarray) -> np.ndarray:
     """The value rows of a block, ``(plan.n_values, rows)``, rewritten in place kind by kind."""
     values = np.empty((plan.n_values, len(block)))
+    if block.dtype != np.float64:  # as LightGBM reads it: float32 widened, the rest via float32
+        narrow = block if block.dtype == np.float32 else block.astype(np.float32)
+        block = narrow.astype(np.float64)
     columns = block.T
     for kind, rows, features in plan.numeric:
         x = values[rows]  # a view: this kind's rows

@@ -148,7 +148,8 @@ def segments(
     """The pre-treatment segment of each customer at a time, from orders strictly before it.
 
     Args:
-        orders: ``orders_with_discount`` (``customer_id, ordered_at, discounted`` are read).
+        orders: ``orders_with_discount``, or the orders of ``features.customer_tables``
+            (``customer_id, ordered_at, discounted`` are read).
         customer_ids: The customers to label.
         at: When to label them: one timestamp for all, or one per customer (same length as
             ``customer_ids``), in the clock of ``orders.ordered_at`` (both naive or both aware).
@@ -237,7 +238,9 @@ def _text(values: pd.Series) -> pa.ChunkedArray:
 
 
 def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], int]:
-    """Integer codes (int64, by first appearance) of ids shared across columns, and how many.
+    """Integer codes (int64) of ids shared across columns, and how many.
+
+    Codes follow first appearance, except for a categorical first column (see below).
 
     Only the first id of each run of equal neighbours is hashed (the tables usually come
     grouped by customer), so the cost is one string comparison per row. A null id is a code of
@@ -275,19 +278,21 @@ def _encode_by_categories(
     categories = first.cat.categories
     known = pa.array(categories.astype(TEXT).array).cast(pa.large_string())
     codes = [first.cat.codes.to_numpy().astype(np.int64)]
-    n_codes = len(categories)
+    gaps, rests = [], []
     for column in others:
         text = _text(column)
         found = pc.index_in(text, value_set=known).to_numpy(zero_copy_only=False)
         missing = np.isnan(found) if found.dtype.kind == "f" else np.zeros(len(found), bool)
-        code = np.where(missing, 0, found).astype(np.int64)
-        if missing.any():  # ids not among the categories (and nulls): new codes after them
-            rest = pd.Series(pd.arrays.ArrowStringArray(text.filter(pa.array(missing))))
-            (extra,), count = _encode(rest)
-            code[missing] = n_codes + extra
-            n_codes += count
-        codes.append(code)
-    return codes, n_codes
+        codes.append(np.where(missing, 0, found).astype(np.int64))
+        gaps.append(missing)
+        rests.append(pd.Series(pd.arrays.ArrowStringArray(text.filter(pa.array(missing)))))
+    if not any(gap.any() for gap in gaps):
+        return codes, len(categories)
+    # Ids not among the categories (and nulls): codes after them, shared across the columns.
+    extra, count = _encode(*rests)
+    for code, gap, more in zip(codes[1:], gaps, extra, strict=True):
+        code[gap] = len(categories) + more
+    return codes, len(categories) + count
 
 
 @dataclass(frozen=True)
@@ -587,8 +592,9 @@ def estimate_uplift(
             curve (0: none).
         match_days: A treated touch is compared with the control touches of its segment sent
             within this many days either side of it (inclusive).
-        orders: The orders before ``as_of`` from :func:`orders_with_discount`, when the caller
-            has them already (the same orders; saves grouping the lines again).
+        orders: The orders before ``as_of`` from :func:`orders_with_discount` (or
+            ``features.customer_tables``), when the caller has them already (the same orders;
+            saves grouping the lines again).
 
     Returns:
         An ``UpliftTable``, or ``None`` without usable coupon history (why is logged at INFO;

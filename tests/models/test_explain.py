@@ -206,6 +206,8 @@ class TestReasons:
         matrix = feature_matrix(frame, booster, booster.feature_name(), rows)
         got = reasons(booster, frame, rows=rows, matrix=matrix, chunk_rows=333)
         pd.testing.assert_frame_equal(got, explained.iloc[rows])
+        with pytest.raises(ValueError, match="integer positions"):  # a mask is not positions
+            reasons(booster, frame, rows=np.ones(len(frame), dtype=bool))
 
     def test_ranking_matches_summed_contributions(
         self, booster: lgb.Booster, frame: pd.DataFrame, ranked: pd.DataFrame

@@ -497,3 +497,18 @@ class TestFeatureMatrix:
             self.expected(booster, frame)
         with pytest.raises(ValueError, match=str(raised.value)[:20]):
             feature_matrix(frame, booster, booster.feature_name())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_numpy_input_of_any_number_type_is_read_as_lightgbm_reads_it(dtype):
+    """float32 is widened, other numbers go through float32, as ``booster.predict`` does."""
+    booster = train()
+    matrix = treeshap.lightgbm_matrix(booster, customers(300, seed=9))
+    given = (np.nan_to_num(matrix, nan=0.0) * 10).astype(dtype)
+    np.testing.assert_array_equal(
+        treeshap.predictions(booster, given, raw_score=True),
+        booster.predict(given, raw_score=True),
+    )
+    np.testing.assert_allclose(
+        contributions(booster, given), booster.predict(given, pred_contrib=True), atol=ATOL
+    )

@@ -603,3 +603,19 @@ def test_orders_of_customer_tables_give_the_same_estimate_and_segments(with_touc
         segments(tables.orders, ids, stamp),
         segments(orders_with_discount(data.transactions, before=as_of), ids, stamp),
     )
+
+
+def test_ids_outside_the_categories_share_codes_across_columns():
+    """With a categorical first column, an id missing from its categories gets one code in
+    every other column (as the text path gives), after the categories; so does a null."""
+    from models.uplift import _encode
+
+    first = pd.Series(pd.Categorical(["a", "b", "a"], categories=["a", "b", "c"]))
+    second = pd.Series(["z", "a", None, "y"], dtype="string[pyarrow]")
+    third = pd.Series(["y", "z", None], dtype="string[pyarrow]")
+    (c1, c2, c3), n = _encode(first, second, third)
+    assert c1.tolist() == [0, 1, 0] and c2[1] == 0
+    assert c2[0] == c3[1] and c2[3] == c3[0] and c2[2] == c3[2]  # z, y and null shared
+    assert len({c2[0], c2[2], c2[3]}) == 3 and min(c2[0], c2[2], c2[3]) >= 3 and n == 6
+    (_, d2, d3), m = _encode(first, second.iloc[[1]], third.iloc[:0])  # nothing outside
+    assert d2.tolist() == [0] and len(d3) == 0 and m == 3
