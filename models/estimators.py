@@ -111,10 +111,10 @@ def feature_frame(frame: pd.DataFrame, features: list[str] | None = None) -> pd.
     out: dict[str, Any] = {}
     for name in names:
         column = frame[name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            out[name] = column
-        elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        if not _is_text(column):
             out[name] = column.to_numpy(dtype="float64", na_value=np.nan)
+        elif isinstance(column.dtype, pd.CategoricalDtype):
+            out[name] = column
         else:
             out[name] = column.astype("string").astype("category")
     return pd.DataFrame(out, index=frame.index, copy=False)
@@ -197,8 +197,8 @@ def feature_matrix(
     known = booster.pandas_categorical or []
     text = [name for name in features if _is_text(frame[name])]
     if len(text) != len(known):  # LightGBM's own conversion says what does not match
-        chosen = frame if rows is None else frame.iloc[rows]
-        return lightgbm_matrix(booster, feature_frame(chosen, features))
+        inputs = feature_frame(frame, features)
+        return lightgbm_matrix(booster, inputs if rows is None else inputs.iloc[rows])
     categories = dict(zip(text, known, strict=True))
     out = np.empty((len(frame) if rows is None else len(rows), len(features)), order="F")
     for j, name in enumerate(features):

@@ -865,7 +865,8 @@ def _rank(
 ) -> _Ranked:
     """TreeSHAP chunk by chunk, summed per facet and driver; the ``top`` drivers of each row.
 
-    The rows are ``frame``'s ``rows``; ``matrix`` (when given) holds their model inputs.
+    The rows are ``frame``'s ``rows`` (positions; all when ``None``); ``matrix`` (when given)
+    holds their model inputs.
     """
     if top < 1 or chunk_rows < 1:
         raise ValueError(f"top and chunk_rows must be positive, got {top} and {chunk_rows}")
@@ -883,7 +884,7 @@ def _rank(
         x = matrix
     else:  # the model's columns, then the rows (no copy of the other columns)
         x = _inputs(booster, frame)
-        x = x if rows is None else x.iloc[row_positions(rows)]
+        x = x if rows is None else x.iloc[rows]
     width = len(plan.columns) + 1
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
@@ -993,8 +994,9 @@ def reasons(
         ValueError: When the frame lacks a model feature, its text features do not match the
             model's, or the model has several outputs.
     """
-    chosen = np.arange(len(frame)) if rows is None else row_positions(rows)
-    ranked = _rank(booster, frame, top, chunk_rows, matrix, rows)
+    given = None if rows is None else row_positions(rows)
+    chosen = np.arange(len(frame)) if given is None else given
+    ranked = _rank(booster, frame, top, chunk_rows, matrix, given)
     n = len(chosen)
     flat_facet = ranked.facet.reshape(-1)  # position = slot * n + row
     flat_value = ranked.value.reshape(-1)

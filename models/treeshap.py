@@ -282,8 +282,15 @@ def lightgbm_matrix(booster: lgb.Booster, x: pd.DataFrame) -> np.ndarray:
         categorical_feature="auto",
         pandas_categorical=booster.pandas_categorical,
     )[0]
-    # As Booster.predict: float32 and float64 are passed on, anything else becomes float32;
-    # the C++ code widens each value to double.
+    return _as_read(data)
+
+
+def _as_read(data: np.ndarray) -> np.ndarray:
+    """Numbers as LightGBM's C++ code reads them, as float64.
+
+    As ``Booster.predict``: float32 and float64 are passed on, anything else becomes float32;
+    the C++ code widens each value to double.
+    """
     if data.dtype not in (np.float32, np.float64):
         data = data.astype(np.float32)
     return np.asarray(data, dtype=np.float64)
@@ -354,10 +361,7 @@ class _Patterns:
 def _values(plan: _Plan, block: np.ndarray) -> np.ndarray:
     """The value rows of a block, ``(plan.n_values, rows)``, rewritten in place kind by kind."""
     values = np.empty((plan.n_values, len(block)))
-    if block.dtype != np.float64:  # as LightGBM reads it: float32 widened, the rest via float32
-        narrow = block if block.dtype == np.float32 else block.astype(np.float32)
-        block = narrow.astype(np.float64)
-    columns = block.T
+    columns = _as_read(block).T
     for kind, rows, features in plan.numeric:
         x = values[rows]  # a view: this kind's rows
         np.take(columns, features, axis=0, out=x, mode="clip")
