@@ -49,6 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.codes import arrow_text, encode
 from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestamp
 from features.duck import query_arrow
 from features.families import FAMILIES, feature_columns, kinds
@@ -194,58 +195,6 @@ def _floats(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _text(values: pd.Series) -> pa.ChunkedArray:
-    """A column as Arrow ``large_string`` chunks (shares the memory of Arrow-backed text)."""
-    arrow = pa.array(values.astype(TEXT), from_pandas=True)
-    if isinstance(arrow, pa.Array):
-        arrow = pa.chunked_array([arrow])
-    return arrow.cast(pa.large_string())
-
-
-def _run_starts(column: pa.ChunkedArray) -> np.ndarray | None:
-    """Where runs of equal values begin, if the column is mostly long runs (else ``None``).
-
-    Comparing neighbours is several times cheaper than hashing every value, so a column grouped
-    by its value (lines by customer, say) is encoded through its runs' first values.
-    """
-    n = len(column)
-    sample = column.slice(0, min(n, 1 << 16))
-    if n < 1 << 10 or len(_changes(sample)) > len(sample) // 8:
-        return None
-    return np.append(0, _changes(column) + 1)
-
-
-def _changes(column: pa.ChunkedArray) -> np.ndarray:
-    """Positions ``i`` where value ``i + 1`` differs from value ``i`` (nulls differ)."""
-    same = pc.fill_null(pc.equal(column.slice(1), column.slice(0, len(column) - 1)), False)
-    return np.flatnonzero(~same.to_numpy())
-
-
-def _encode(columns: list[pa.ChunkedArray]) -> tuple[list[np.ndarray], pa.Array]:
-    """Dictionary codes (int32) of text columns sharing one dictionary; null is ``len(dict)``.
-
-    Codes follow the order of first appearance.
-    """
-    starts = [_run_starts(column) for column in columns]
-    values = [c if s is None else c.take(pa.array(s)) for c, s in zip(columns, starts, strict=True)]
-    every = pa.chunked_array([c for column in values for c in column.chunks], pa.large_string())
-    encoded = pc.dictionary_encode(every)
-    dictionary = (
-        encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.large_string())
-    )
-    indices = pa.chunked_array([c.indices for c in encoded.chunks], pa.int32())
-    if indices.null_count:
-        indices = pc.fill_null(indices, len(dictionary))
-    flat = indices.to_numpy()
-    codes = []
-    at = 0
-    for column, start, size in zip(values, starts, map(len, columns), strict=True):
-        out = flat[at : at + len(column)]
-        at += len(column)
-        codes.append(out if start is None else np.repeat(out, np.diff(np.append(start, size))))
-    return codes, dictionary
-
-
 def _customer_codes(*ids: pd.Series) -> tuple[list[np.ndarray], pa.Array, np.ndarray]:
     """One code per customer across all tables.
 
@@ -253,7 +202,7 @@ def _customer_codes(*ids: pd.Series) -> tuple[list[np.ndarray], pa.Array, np.nda
     id gets the last code) and every code in ``customer_id`` order (null last): the families
     group and sort on integers, and the strings come back once, at the end.
     """
-    codes, dictionary = _encode([_text(column) for column in ids])
+    codes, dictionary = encode([arrow_text(column) for column in ids])
     by_id = np.append(pc.sort_indices(dictionary).to_numpy().astype(_I64), len(dictionary))
     return codes, pa.concat_arrays([dictionary, pa.nulls(1, pa.large_string())]), by_id
 
@@ -457,7 +406,7 @@ def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.n
     The row order holds because DuckDB preserves insertion order (its default, which
     ``features.duck`` keeps) for a query without ``ORDER BY``.
     """
-    lines = pa.table({"o": _text(transactions["order_id"]), "t": t})
+    lines = pa.table({"o": arrow_text(transactions["order_id"]), "t": t})
     sql = f"SELECT hash(o) AS h FROM lines WHERE t >= {_NAT + 1} AND t < {cut}"  # not NaT
     out = query_arrow(sql, lines=lines)
     return out.column("h").to_numpy().view(np.int64)
@@ -475,7 +424,7 @@ def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True, keep_orders: bool
     cat = qty = dictionary = None
     n_categories = 0
     if "category" in tx.columns:
-        (cat,), dictionary = _encode([_text(tx["category"])])
+        (cat,), dictionary = encode([arrow_text(tx["category"])])
         n_categories = len(dictionary)
         if "quantity" in tx.columns:
             quantity = tx["quantity"]
@@ -946,7 +895,7 @@ def _touches_before(touches: pd.DataFrame, cut: int) -> _Touches:
     sent = _ns(touches["sent_at"])
     before = (sent != _NAT) & (sent < cut)
     recent = np.flatnonzero(before & (sent >= cut - 180 * NS_PER_DAY))
-    (index,), dictionary = _encode([_text(touches["channel"])])
+    (index,), dictionary = encode([arrow_text(touches["channel"])])
     raw = dictionary.to_pylist()
     used = np.bincount(index[before], minlength=len(raw) + 1)[: len(raw)] > 0
     mapping = {v: sanitize_channel(v) for v, u in zip(raw, used, strict=True) if u}

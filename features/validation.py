@@ -399,6 +399,32 @@ def _localize(naive: pd.Series, tz: str) -> pd.Series:
     """Naive local times in ``tz``; a time skipped by a clock change is NaT.
 
     The repeated hour when clocks go back is its first occurrence (deterministic, no row lost).
+    Many times go through a table of the zone's offset hour by hour (pandas takes seconds for
+    tens of millions), pandas settling only the times in an hour a clock change falls in: the
+    result is :func:`_localize_with_pandas`'s, to the name of the Series.
+    """
+    if len(naive) < _FEW_TIMES or naive.dtype != np.dtype("datetime64[ns]"):
+        return _localize_with_pandas(naive, tz)
+    wall = naive.to_numpy().view(np.int64)
+    by_hour = _utc_by_hour(wall, tz)
+    if by_hour is None:
+        return _localize_with_pandas(naive, tz)
+    utc, unsettled = by_hour
+    missing = wall[unsettled] == _NAT
+    unsettled = unsettled[~missing]
+    if len(unsettled):
+        utc[unsettled] = _utc_nanoseconds(
+            _localize_with_pandas(pd.Series(wall[unsettled].view("datetime64[ns]")), tz)
+        )
+    name = None if missing.any() else naive.name  # as pandas' way, which rebuilds the Series
+    # Integers with an aware dtype are UTC nanoseconds: the Series takes them without a copy.
+    aware = pd.DatetimeTZDtype("ns", tz)
+    return pd.Series(utc, index=naive.index, name=name, dtype=aware, copy=False)
+
+
+def _localize_with_pandas(naive: pd.Series, tz: str) -> pd.Series:
+    """:func:`_localize` by pandas alone: for few times, and the reference.
+
     Only the present times are localized: an optional column is often mostly empty.
     """
     present = naive.notna().to_numpy()
@@ -409,6 +435,98 @@ def _localize(naive: pd.Series, tz: str) -> pd.Series:
     out = pd.Series(pd.NaT, index=naive.index, dtype=local.dtype)
     out[present] = local.array
     return out
+
+
+#: Nanoseconds in an hour: the step of the table of offsets :func:`_localize` reads.
+_HOUR = 3_600 * 10**9
+#: Below this many times pandas alone localizes them (quick enough), and above this many hours
+#: between the first time and the last too (the table would be larger than the times).
+_FEW_TIMES = 100_000
+_MOST_HOURS = 3_000_000
+#: The hours (since 1970, wall clock) the table can cover: well inside what nanoseconds hold,
+#: so that no offset takes a time of the table out of range.
+_FIRST_HOUR = pd.Timestamp("1678-01-01").value // _HOUR
+_LAST_HOUR = pd.Timestamp("2262-01-01").value // _HOUR
+#: NaT as nanoseconds.
+_NAT = np.iinfo(np.int64).min
+#: The offset of an hour a clock change falls in (no zone has it); the least int64, so that a
+#: block's minimum tells whether it has one.
+_UNSETTLED = np.iinfo(np.int64).min
+#: Times converted at a time: a block stays in the processor's cache through every step.
+_BLOCK = 1 << 16
+
+
+def _utc_by_hour(wall: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """UTC nanoseconds of the naive ``tz`` nanoseconds ``wall`` that their hour settles.
+
+    Also returns the positions left NaT: the NaT times, those in an hour a clock change falls
+    in and those outside the table. None when the times span too many hours for a table.
+    """
+    least, most = int(wall.min()), int(wall.max())
+    some_missing = least == _NAT
+    if some_missing:
+        least = int(np.min(wall, where=wall != _NAT, initial=np.iinfo(np.int64).max))
+    first, last = max(least // _HOUR, _FIRST_HOUR), min(most // _HOUR, _LAST_HOUR)
+    if first > last or last - first >= _MOST_HOURS:
+        return None
+    offsets = _hourly_offsets(first, last - first + 1, tz)
+    inside = (first, last) == (least // _HOUR, most // _HOUR)
+    if inside and offsets[0] != _UNSETTLED and (offsets == offsets[0]).all():
+        # One offset throughout (a zone without clock changes, or none in the span): no table.
+        utc = wall - offsets[0]
+        missing = np.flatnonzero(wall == _NAT) if some_missing else np.empty(0, dtype=np.intp)
+        utc[missing] = _NAT
+        return utc, missing
+    return _utc_by_table(wall, first, offsets)
+
+
+def _utc_by_table(
+    wall: np.ndarray, first: int, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_utc_by_hour` with the ``offsets`` of the hours from hour ``first`` on.
+
+    Block by block, so that each step reads what the previous one left in the cache.
+    """
+    table = np.full(len(offsets) + 2, _UNSETTLED, dtype=np.int64)  # an unsettled hour each side
+    table[1:-1] = offsets
+    utc = np.empty_like(wall)
+    hour = np.empty(min(_BLOCK, len(wall)), dtype=np.int64)
+    unsettled = []
+    for start in range(0, len(wall), _BLOCK):
+        times, out = wall[start : start + _BLOCK], utc[start : start + _BLOCK]
+        index = hour[: len(times)]
+        np.floor_divide(times, _HOUR, out=index)
+        index -= first - 1
+        np.take(table, index, mode="clip", out=out)  # NaT or outside the table: a side
+        if out.min() == _UNSETTLED:
+            unsettled.append(start + np.flatnonzero(out == _UNSETTLED))
+        np.subtract(times, out, out=out)
+    positions = np.concatenate(unsettled) if unsettled else np.empty(0, dtype=np.intp)
+    utc[positions] = _NAT
+    return utc, positions
+
+
+def _hourly_offsets(first: int, hours: int, tz: str) -> np.ndarray:
+    """The offset (local minus UTC, nanoseconds) of ``tz`` in each of ``hours`` wall-clock hours.
+
+    The hours count from hour ``first`` since 1970 (wall clock). An hour is settled when its
+    start and its end both exist once, with one offset: no clock change falls in it (none
+    changes and changes back within an hour). Any other hour is ``_UNSETTLED``.
+    """
+    starts = np.arange(first, first + hours + 1, dtype=np.int64) * _HOUR
+    utc = _utc_nanoseconds(
+        pd.Series(starts.view("datetime64[ns]")).dt.tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT"
+        )
+    )
+    offsets = starts - utc
+    settled = (utc != _NAT)[:-1] & (utc != _NAT)[1:] & (offsets[:-1] == offsets[1:])
+    return np.where(settled, offsets[:-1], _UNSETTLED)
+
+
+def _utc_nanoseconds(local: pd.Series) -> np.ndarray:
+    """Aware times as UTC nanoseconds, NaT as :data:`_NAT`."""
+    return local.dt.tz_convert(None).to_numpy().view(np.int64)
 
 
 #: A time nanosecond timestamps cannot hold (pandas' range).

@@ -45,7 +45,9 @@ from models.scoring import (
     DATE,
     RECALL_STAGES,
     RiskBands,
+    align,
     coupon_columns,
+    insert_after,
     model_columns,
     opt_out_flags,
     recall_columns,
@@ -179,8 +181,12 @@ def score_table(
     previous: pd.DataFrame | None,
     due: pd.DataFrame,
     bands: RiskBands,
-) -> pd.DataFrame:
-    """Scores, bands, percentiles, migration, restock reminders and reasons."""
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Scores, bands, percentiles, migration, restock reminders and the win-back columns.
+
+    Also returns the buyers' model inputs, which the reasons read (:func:`reason_table`;
+    ``None`` when the five models do not share them).
+    """
     missing = sorted({f for p in champions.models.parts() for f in p.features} - set(snapshot))
     if missing:
         raise InputError(
@@ -188,7 +194,7 @@ def score_table(
             "retrain with ltv train on this data"
         )
     models = champions.models
-    buyers = (snapshot["orders_total"].fillna(0) > 0).to_numpy()
+    buyers = _buyers(snapshot)
     rows = np.flatnonzero(buyers)  # scored and explained where they are: no copy
     matrix = model_matrix(models, snapshot, rows)  # read by the five boosters and the reasons
     scores = model_columns(predict(models, snapshot, matrix, rows), snapshot, buyers, bands)
@@ -200,16 +206,42 @@ def score_table(
         out["predicted_value_180d"], out["lifecycle_stage"]
     ).to_numpy()
     out = pd.concat([out, segment_migration(out, previous)], axis=1)
-    restock = due.set_index("customer_id")["categories_due"]
-    out["categories_due_7d"] = restock.reindex(out["customer_id"].to_numpy()).astype("string").array
-    why = reasons(models.churn.booster, snapshot, matrix=matrix, rows=rows)
-    del matrix
+    out["categories_due_7d"] = align(
+        due["categories_due"], due["customer_id"], out["customer_id"]
+    ).astype("string")
+    return pd.concat([out, recall_columns(out, snapshot)], axis=1), matrix
+
+
+@task(name="explain-scores", cache_policy=NO_CACHE)
+def reason_table(
+    snapshot: pd.DataFrame, champions: Champions, matrix: np.ndarray | None
+) -> pd.DataFrame:
+    """``reason_1`` .. ``reason_3``: the churn score's strongest drivers in plain words.
+
+    ``matrix`` holds the buyers' model inputs (:func:`score_table`); a customer without an
+    order has "no order yet".
+    """
+    buyers = _buyers(snapshot)
+    booster = champions.models.churn.booster
+    why = reasons(booster, snapshot, matrix=matrix, rows=np.flatnonzero(buyers))
+    out = pd.DataFrame(index=snapshot.index)
     for column in ("reason_1", "reason_2", "reason_3"):
-        text = pd.Series(pd.NA, index=out.index, dtype="string")
+        text = pd.Series(pd.NA, index=snapshot.index, dtype="string")
         text[buyers] = why[column].to_numpy()
         out[column] = text
     out.loc[~buyers, "reason_1"] = "no order yet"
-    return pd.concat([out, recall_columns(out, snapshot)], axis=1)
+    return out
+
+
+def _renumbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (the caller's to change) with rows numbered from 0: no copy of the columns."""
+    frame.index = pd.RangeIndex(len(frame))
+    return frame
+
+
+def _buyers(snapshot: pd.DataFrame) -> np.ndarray:
+    """The customers with an order: those the models score."""
+    return (snapshot["orders_total"].fillna(0) > 0).to_numpy()
 
 
 @dataclass
@@ -342,9 +374,7 @@ def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions)
         "recall_without_channel": int(
             (scored["recall_priority"].notna() & scored["best_channel"].isna()).sum()
         ),
-        "top_reasons_high_risk": _counts(reasons_top.str.replace(r"\d[\d,.]*", "N", regex=True))
-        if len(reasons_top)
-        else {},
+        "top_reasons_high_risk": _shape_counts(reasons_top),
         "models": {
             r.name: {"version": r.version, "run_id": r.run_id} for r in champions.versions.values()
         },
@@ -422,8 +452,20 @@ def _model_link(tracking_uri: str, name: str, model: dict[str, Any]) -> str:
 
 def _counts(values: pd.Series, top: int = 10) -> dict[str, int]:
     """The ``top`` most frequent values (nulls left out) with their counts; ties by value."""
-    counts = ((str(k), int(v)) for k, v in values.value_counts().items() if v)
-    return dict(sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:top])
+    return _top(values.value_counts(), top)
+
+
+def _shape_counts(reasons: pd.Series, top: int = 10) -> dict[str, int]:
+    """:func:`_counts` of the reasons with their numbers written N ("last order N× ...")."""
+    counts = reasons.value_counts()  # the numbers rewritten once per distinct reason
+    shapes = pd.Series(counts.index, dtype="string").str.replace(r"\d[\d,.]*", "N", regex=True)
+    return _top(pd.Series(counts.to_numpy()).groupby(shapes.to_numpy()).sum(), top)
+
+
+def _top(counts: pd.Series, top: int) -> dict[str, int]:
+    """The ``top`` largest of ``counts`` (by value), ties by value."""
+    pairs = ((str(k), int(v)) for k, v in counts.items() if v)
+    return dict(sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 @flow(name="ltv-score")
@@ -472,13 +514,18 @@ def score(
     del orders, touches, customers  # held by the tasks that read them, and let go after
     previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
-    scored = score_table(snapshot, champions, previous, restock, bands)
+    scored, matrix = score_table(snapshot, champions, previous, restock, bands)
+    # The reasons beside the tiers: neither reads the other.
+    why = reason_table.submit(snapshot, champions, matrix)
+    del matrix
     scored = with_baseline(scored, baseline.result())
     coupons, facts = coupon_tiers(
         scored, snapshot, inputs.result(), policy, budget, as_of, settings.seed
     )
     written.result()
-    scored = pd.concat([scored, coupons], axis=1)
+    scored = insert_after(scored, "categories_due_7d", why.result())
+    del why
+    scored = insert_after(scored, scored.columns[-1], coupons)
     run_id = scoring_id(
         {
             "as_of": as_of,
@@ -503,9 +550,9 @@ def score(
     recall = scored[scored["recall_priority"].notna() & scored["best_channel"].notna()]
     recall = recall.sort_values("recall_priority")
     tables = {
-        "scored_customers": scored.reset_index(drop=True),
-        "coupon_list": coupon_list[list(COUPON_COLUMNS)].reset_index(drop=True),
-        "recall_list": recall[list(RECALL_COLUMNS)].reset_index(drop=True),
+        "scored_customers": _renumbered(scored),
+        "coupon_list": _renumbered(coupon_list[list(COUPON_COLUMNS)]),
+        "recall_list": _renumbered(recall[list(RECALL_COLUMNS)]),
     }
     summary = {"as_of": str(as_of), "run_id": run_id, "policy": str(policy_path)} | summarise(
         scored, facts, champions

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.codes import arrow_text, lookup
 from models.policy import CouponPolicy, allocate, control_group, incremental_value
 from models.training import Predictions
 
@@ -41,7 +42,9 @@ __all__ = [
     "DATE",
     "RECALL_STAGES",
     "RiskBands",
+    "align",
     "baseline_columns",
+    "insert_after",
     "with_baseline",
     "coupon_columns",
     "model_columns",
@@ -122,23 +125,48 @@ def model_columns(
     return out
 
 
+def align(values: pd.Series, keys: pd.Series, customer_ids: pd.Series) -> pd.Series:
+    """``values`` (one per key, keys unique) for each of ``customer_ids``; null for the others.
+
+    Ids are matched as text through Arrow: no Python string per customer.
+    """
+    at = lookup(arrow_text(customer_ids), arrow_text(keys).combine_chunks())
+    where = np.where(np.isnan(at), -1, at).astype(np.int64)
+    return pd.Series(values.array.take(where, allow_fill=True), index=customer_ids.index)
+
+
 def baseline_columns(scores: pd.DataFrame, customer_ids: pd.Series) -> pd.DataFrame:
     """BG/NBD's P(alive) and expected purchases in 180 days for ``customer_ids`` (nulls unknown)."""
-    found = scores.reindex(customer_ids.astype(str).to_numpy())
+    keys = scores.index.to_series()
     return pd.DataFrame(
         {
-            "p_alive_bgnbd": found["p_alive"].to_numpy(dtype=float),
-            "expected_purchases_180d_bgnbd": found["expected_purchases_180d"].to_numpy(float),
-        },
-        index=customer_ids.index,
-    )
+            "p_alive_bgnbd": align(scores["p_alive"], keys, customer_ids),
+            "expected_purchases_180d_bgnbd": align(
+                scores["expected_purchases_180d"], keys, customer_ids
+            ),
+        }
+    ).astype(float)
 
 
 def with_baseline(scored: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """``scored`` with :func:`baseline_columns` placed right after the model's value columns."""
-    at = list(scored.columns).index("spend_if_buy_180d") + 1
-    columns = baseline_columns(scores, scored["customer_id"])
-    return pd.concat([scored.iloc[:, :at], columns, scored.iloc[:, at:]], axis=1)
+    return insert_after(
+        scored, "spend_if_buy_180d", baseline_columns(scores, scored["customer_id"])
+    )
+
+
+def insert_after(frame: pd.DataFrame, column: str, columns: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``columns`` (same index) placed right after ``column``.
+
+    Neither frame's data are copied (``pd.concat`` copies every column of ``frame``).
+    """
+    if not columns.index.equals(frame.index):
+        raise ValueError("insert_after needs columns on the frame's index")
+    out = frame.copy(deep=False)
+    at = list(frame.columns).index(column) + 1
+    for offset, (name, values) in enumerate(columns.items()):
+        out.insert(at + offset, name, values.array)
+    return out
 
 
 def value_percentile(value: pd.Series, stage: pd.Series) -> pd.Series:
@@ -174,14 +202,16 @@ def segment_migration(current: pd.DataFrame, previous: pd.DataFrame | None) -> p
 def touches_within(
     touches: pd.DataFrame | None, customer_ids: pd.Series, as_of: pd.Timestamp, days: int
 ) -> np.ndarray:
-    """Touches each customer had in ``[as_of - days, as_of)`` (the frequency cap's count)."""
+    """Touches each customer (ids unique) had in ``[as_of - days, as_of)``: the frequency cap."""
     if touches is None or touches.empty:
         return np.zeros(len(customer_ids), dtype=np.int64)
     sent = touches["sent_at"]
     start = as_of - pd.Timedelta(days=days)
-    recent = touches.loc[(sent >= start) & (sent < as_of), "customer_id"].astype(str)
-    counts = recent.value_counts()
-    return counts.reindex(customer_ids.astype(str).to_numpy(), fill_value=0).to_numpy(np.int64)
+    recent = ((sent >= start) & (sent < as_of)).to_numpy(dtype=bool, na_value=False)
+    ids = arrow_text(touches["customer_id"]).filter(pa.array(recent))
+    at = lookup(ids, arrow_text(customer_ids).combine_chunks())  # NaN: not among the customers
+    counts = np.bincount(at[~np.isnan(at)].astype(np.int64), minlength=len(customer_ids))
+    return counts.astype(np.int64)
 
 
 def recall_columns(scored: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:

@@ -72,8 +72,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from features.codes import arrow_text, encode, lookup
 from features.contracts import NS_PER_DAY, TEXT, cutoff_timestamp
 from features.duck import query_arrow
 from features.orders import order_table
@@ -229,14 +229,6 @@ def _ns(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _text(values: pd.Series) -> pa.ChunkedArray:
-    """A column as Arrow ``large_string`` chunks (no copy for Arrow-backed text)."""
-    arrow = pa.array(values.astype(TEXT).array, from_pandas=True)
-    if isinstance(arrow, pa.Array):
-        arrow = pa.chunked_array([arrow])
-    return arrow.cast(pa.large_string())
-
-
 def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], int]:
     """Integer codes (int64) of ids shared across columns, and how many.
 
@@ -250,25 +242,9 @@ def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], int]:
     first = columns[0]
     if isinstance(first.dtype, pd.CategoricalDtype) and not first.isna().any():
         return _encode_by_categories(first, columns[1:])
-    texts = [_text(c) for c in columns]
-    starts = []
-    for text in texts:
-        n = len(text)
-        same = pc.equal(text.slice(1), text.slice(0, max(n - 1, 0)))
-        changed = ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
-        starts.append(np.concatenate([[0], np.flatnonzero(changed) + 1]) if n else np.zeros(0, int))
-    heads = [t.take(pa.array(s, pa.int64())) for t, s in zip(texts, starts, strict=True)]
-    every = pa.chunked_array([c for h in heads for c in h.chunks], pa.large_string())
-    encoded = pc.dictionary_encode(every.combine_chunks())
-    n_codes = len(encoded.dictionary)
-    flat = pc.fill_null(encoded.indices, n_codes).to_numpy(zero_copy_only=False).astype(np.int64)
-    n_codes += int(encoded.indices.null_count > 0)
-    codes, at = [], 0
-    for text, start in zip(texts, starts, strict=True):
-        part = flat[at : at + len(start)]
-        at += len(start)
-        codes.append(np.repeat(part, np.diff(np.append(start, len(text)))))
-    return codes, n_codes
+    codes, dictionary = encode([arrow_text(column) for column in columns])
+    null = any(bool((code == len(dictionary)).any()) for code in codes)
+    return [code.astype(np.int64) for code in codes], len(dictionary) + int(null)
 
 
 def _encode_by_categories(
@@ -280,9 +256,9 @@ def _encode_by_categories(
     codes = [first.cat.codes.to_numpy().astype(np.int64)]
     gaps, rests = [], []
     for column in others:
-        text = _text(column)
-        found = pc.index_in(text, value_set=known).to_numpy(zero_copy_only=False)
-        missing = np.isnan(found) if found.dtype.kind == "f" else np.zeros(len(found), bool)
+        text = arrow_text(column)
+        found = lookup(text, known)
+        missing = np.isnan(found)
         codes.append(np.where(missing, 0, found).astype(np.int64))
         gaps.append(missing)
         rests.append(pd.Series(pd.arrays.ArrowStringArray(text.filter(pa.array(missing)))))
@@ -293,6 +269,16 @@ def _encode_by_categories(
     for code, gap, more in zip(codes[1:], gaps, extra, strict=True):
         code[gap] = len(categories) + more
     return codes, len(categories) + count
+
+
+def _ascending(values: np.ndarray) -> bool:
+    """Whether ``values`` never decrease."""
+    return bool(np.all(values[1:] >= values[:-1]))
+
+
+def _ascending_within(key: np.ndarray, t: np.ndarray) -> bool:
+    """Whether the times never decrease among neighbours sharing a key."""
+    return not bool(np.any((key[1:] == key[:-1]) & (t[1:] < t[:-1])))
 
 
 @dataclass(frozen=True)
@@ -321,6 +307,8 @@ class _Index:
         shift = max((top - base).bit_length() - time_bits, 0)
         probe = _Index(code[:0], t[:0], t[:0], base, top, shift, time_bits)
         key = probe.keys(code, t)
+        if _ascending(key) and _ascending_within(key, t):  # already in order (customer_tables')
+            return _Index(code, t, key, base, top, shift, time_bits), np.arange(len(key))
         # Unstable (vectorised) sort: rows sharing a key are put in time order just below, and
         # rows equal in code and time are interchangeable for every count the index gives.
         order = np.argsort(key)
@@ -336,8 +324,11 @@ class _Index:
 
     def keys(self, code: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Packed keys, monotone in ``(code, t)``; times clamped to ``[base, top]``."""
-        offset = (np.clip(t, self.base, self.top) - self.base) >> self.shift
-        return (code.astype(np.int64) << self.time_bits) | offset
+        key = np.maximum(t, self.base)  # in place from here: no temporaries of the full size
+        np.minimum(key, self.top, out=key)
+        np.subtract(key, self.base, out=key)
+        np.right_shift(key, self.shift, out=key)
+        return np.bitwise_or(key, np.left_shift(code, self.time_bits, dtype=np.int64), out=key)
 
     def ranks(
         self, code: np.ndarray, t: np.ndarray, shifts: Sequence[tuple[int, bool]]
@@ -347,6 +338,8 @@ class _Index:
         The queries are sorted once (shifted times keep their order): sorted queries search
         several times faster, as the rows they land on stay in cache.
         """
+        if _ascending(self.keys(code, t)):  # queries grouped by customer, in time order
+            return [self.rank(code, t + shift, inclusive=inc) for shift, inc in shifts]
         order = np.argsort(self.keys(code, t))  # any order of ties: each query is on its own
         code, t = code[order], t[order]
         out = []
@@ -428,7 +421,8 @@ def _order_book(transactions: pd.DataFrame, code: np.ndarray, cut: int, n_codes:
     t = _ns(transactions["ordered_at"])
     rows = np.flatnonzero((t != _NONE) & (t < cut))
     hashed = query_arrow(
-        "SELECT hash(o) AS h FROM lines", lines=pa.table({"o": _text(transactions["order_id"])})
+        "SELECT hash(o) AS h FROM lines",
+        lines=pa.table({"o": arrow_text(transactions["order_id"])}),
     )
     order_hash = hashed.column("h").to_numpy().view(np.uint64)[rows]
     code_bits = max(n_codes, 1).bit_length()

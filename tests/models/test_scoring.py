@@ -11,7 +11,9 @@ import pytest
 from models.policy import CouponPolicy, Tier
 from models.scoring import (
     RiskBands,
+    baseline_columns,
     coupon_columns,
+    insert_after,
     order_value,
     p_within,
     recall_columns,
@@ -71,6 +73,28 @@ def test_touches_within_counts_the_window_before_as_of_only():
     ids = pd.Series(["a", "b", "c"])
     assert touches_within(touches, ids, AS_OF, 7).tolist() == [2, 1, 0]
     assert touches_within(None, ids, AS_OF, 7).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_touches_within_matches_a_plain_count_on_many_touches(grouped):
+    # Enough rows for the lookup through runs of equal ids (grouped) and without (shuffled);
+    # null ids, null times and ids outside the customers are not counted.
+    rng = np.random.default_rng(7)
+    n = 20_000
+    ids = rng.integers(0, 600, n)
+    if grouped:
+        ids.sort()
+    customer_id = pd.Series([f"c{i}" for i in ids], dtype="string[pyarrow]")
+    customer_id[rng.random(n) < 0.01] = pd.NA
+    sent = pd.Series(AS_OF - pd.to_timedelta(rng.integers(0, 20 * 86_400, n), unit="s"))
+    sent[rng.random(n) < 0.01] = pd.NaT
+    touches = pd.DataFrame({"customer_id": customer_id, "sent_at": sent})
+    customers = pd.Series([f"c{i}" for i in rng.permutation(700)], dtype="string[pyarrow]")
+    window = touches[(sent >= AS_OF - pd.Timedelta(days=7)) & (sent < AS_OF)]
+    expected = window["customer_id"].dropna().value_counts()
+    got = touches_within(touches, customers, AS_OF, 7)
+    assert got.tolist() == expected.reindex(customers, fill_value=0).tolist()
+    assert got.sum() > 0
 
 
 def test_recall_ranks_dormant_and_lost_by_what_a_contact_recovers():
@@ -213,3 +237,36 @@ def test_a_customer_refunded_beyond_purchases_has_no_order_value():
         {"aov_365d": [np.nan, -20.0], "spend_total": [-50.0, -20.0], "orders_total": [2, 1]}
     )
     assert np.isnan(order_value(snapshot)).all()
+
+
+def test_baseline_columns_follow_the_customers_and_leave_the_unknown_empty():
+    rng = np.random.default_rng(3)
+    known = [f"c{i}" for i in range(0, 3_000, 3)]
+    scores = pd.DataFrame(
+        {"p_alive": rng.random(len(known)), "expected_purchases_180d": rng.random(len(known))},
+        index=pd.Index(known, name="customer_id"),
+    )
+    ids = pd.Series([f"c{i}" for i in rng.permutation(3_000)], index=np.arange(3_000) + 10)
+    got = baseline_columns(scores, ids)
+    expected = scores.reindex(ids.to_numpy())
+    assert list(got.index) == list(ids.index)
+    np.testing.assert_array_equal(got["p_alive_bgnbd"], expected["p_alive"])
+    np.testing.assert_array_equal(
+        got["expected_purchases_180d_bgnbd"], expected["expected_purchases_180d"]
+    )
+    assert got["p_alive_bgnbd"].isna().sum() == 2_000
+    nobody = baseline_columns(scores.iloc[:0], ids)
+    assert nobody.isna().all().all() and len(nobody) == len(ids)
+
+
+def test_insert_after_places_columns_without_copying_or_changing_the_frame():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "c": [3, 4]}, index=[5, 6])
+    extra = pd.DataFrame({"n": [0.5, 0.25], "m": pd.array(["p", None], dtype="string")}, [5, 6])
+    out = insert_after(frame, "a", extra)
+    assert list(out.columns) == ["a", "n", "m", "b", "c"]
+    assert list(frame.columns) == ["a", "b", "c"]  # the frame given is left as it was
+    assert np.shares_memory(out["a"].to_numpy(), frame["a"].to_numpy())
+    pd.testing.assert_series_equal(out["m"], extra["m"])
+    assert list(insert_after(frame, "c", extra).columns)[-2:] == ["n", "m"]
+    with pytest.raises(ValueError, match="index"):
+        insert_after(frame, "a", extra.reset_index(drop=True))
