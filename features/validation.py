@@ -384,7 +384,7 @@ def _parse_timestamp(raw: pd.Series, rules: Rules) -> Parsed:
     else:
         naive, aware, unparsed = _read_timestamps(raw, tz)
     local = _localize(naive, tz)
-    in_gap = (naive.notna() & local.isna()).to_numpy()
+    in_gap = (naive.to_numpy().view(np.int64) != _NAT) & (_utc_nanoseconds(local) == _NAT)
     return Parsed(
         local if aware is None else local.where(aware.isna(), aware),
         {
