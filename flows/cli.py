@@ -237,6 +237,20 @@ def demo(
     typer.echo(f"\n$ ltv lookup {result['lookup']['customer_id']} --at {as_of}")
     _print_lookup(result["lookup"], settings.timezone)
     typer.echo(f"MLflow UI: make mlflow-ui WORKDIR={settings.workdir}")
+    typer.echo(f"Prefect UI: {_prefect_ui()}")
+
+
+def _prefect_ui() -> str:
+    """Where the flow runs can be seen: the configured server's UI, or how to keep them."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if api:
+        return api.removesuffix("/").removesuffix("/api")
+    return (
+        "none kept (a temporary server ran the flows): start `prefect server start`, set "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api and rerun to browse the runs"
+    )
 
 
 @app.command()
@@ -437,6 +451,40 @@ def _print_scoring(result: dict[str, Any], top: int = 5) -> None:
 
 def _pairs(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+
+@app.command()
+def serve(
+    data: DataDir,
+    budget: Annotated[float | None, typer.Option(help="Coupon budget of each scoring.")] = None,
+    workdir: Workdir = None,
+) -> None:
+    """Serve the deployments: daily scoring, weekly retraining, the on-demand pipeline.
+
+    Runs until stopped (Ctrl-C pauses the schedules), against the Prefect API of
+    PREFECT_API_URL; see the README to point it at a Prefect server or a work pool.
+    """
+    from prefect import serve as serve_deployments
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deploy import deployments
+
+    if budget is not None and budget < 0:
+        _fail(f"error: --budget must be 0 or more, not {budget}", EXIT_INPUT)
+    if not PREFECT_API_URL.value():
+        _fail(
+            "error: ltv serve needs a Prefect server: start one (prefect server start) and "
+            "set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)",
+            EXIT_INPUT,
+        )
+    settings = _settings(workdir)
+    _preflight(data)
+    served = deployments(settings, data, budget)
+    typer.echo(f"serving {len(served)} deployments against {PREFECT_API_URL.value()}:")
+    for deployment in served:
+        when = ", ".join(str(s.schedule.cron) for s in deployment.schedules or []) or "on demand"
+        typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({when}, {settings.timezone})")
+    serve_deployments(*served, print_starting_message=False)
 
 
 @app.command()

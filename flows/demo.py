@@ -10,10 +10,9 @@ from prefect import flow
 
 from features.contracts import cutoff_timestamp
 from flows.data import add_defects, describe, generate_data, load_data, rules_from
-from flows.features import lookup, register_snapshot
-from flows.score import score
+from flows.features import lookup
+from flows.pipeline import PipelineRun, ltv_pipeline
 from flows.settings import get_settings
-from flows.train import train
 
 #: Share of demo rows given a realistic defect, so the quarantine has something to show.
 DEMO_DEFECTS = 0.002
@@ -31,15 +30,15 @@ def demo(customers: int, workdir: Path) -> dict[str, Any]:
     generate_data(data, customers, 730, settings.seed, "csv")
     add_defects(data, DEMO_DEFECTS, settings.seed)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    features = register_snapshot(dataset, DEMO_AS_OF, workdir, settings.env)
-    models = train(data, DEMO_AS_OF, workdir)
-    scoring = score(data, DEMO_AS_OF, workdir, budget=DEMO_BUDGET_PER_CUSTOMER * customers)
+    budget = DEMO_BUDGET_PER_CUSTOMER * customers
+    run = PipelineRun(data=data, as_of=DEMO_AS_OF, workdir=workdir, budget=budget)
+    done = ltv_pipeline(run)  # features, training and scoring: what the schedules run
     morning = cutoff_timestamp(DEMO_AS_OF, settings.timezone).to_pydatetime()
-    example = lookup(features["top_customer"], workdir, at=morning)
+    example = lookup(done["features"]["top_customer"], workdir, at=morning)
     return describe(dataset) | {
         "data": str(data),
-        "features": features,
+        "features": done["features"],
         "lookup": example,
-        "training": models,
-        "scoring": scoring,
+        "training": done["training"],
+        "scoring": done["scoring"],
     }

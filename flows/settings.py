@@ -82,6 +82,13 @@ class ScoreSettings(BaseModel):
         return self
 
 
+class ScheduleSettings(BaseModel):
+    """When the served deployments run (cron, in the settings' time zone)."""
+
+    scoring_cron: str = Field("0 6 * * *", description="daily scoring: 06:00")
+    retraining_cron: str = Field("0 2 * * 1", description="weekly retraining: Monday 02:00")
+
+
 class MlflowSettings(BaseModel):
     """Where runs and registered models go."""
 
@@ -122,6 +129,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     score: ScoreSettings = ScoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,7 @@ def test_demo_runs_end_to_end(ltv, tmp_path):
     # ... then trains the three models, registers them and says where to look.
     assert "champions: ltv-churn v1, ltv-next-purchase v1, ltv-value v1" in out.stdout
     assert f"MLflow UI: make mlflow-ui WORKDIR={tmp_path / 'work'}" in out.stdout
+    assert "Prefect UI: http://" in out.stdout  # the server the runs went to
     assert (tmp_path / "work" / "mlflow.db").exists()
     # ... then scores every customer, prints the run summary and the top of both lists.
     scores = tmp_path / "work" / "scores" / "as_of=2026-07-01"

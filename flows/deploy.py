@@ -1,0 +1,64 @@
+"""The deployments ``ltv serve`` starts: daily scoring, weekly retraining, the whole pipeline.
+
+All are declared here, from the settings (schedules in ``[schedule]``, the time zone) and two
+parameters an engineer chooses when serving: the data directory and the coupon budget.
+
+- ``score_customers/daily-scoring``: every day at 06:00 (``schedule.scoring_cron``) in the
+  settings' time zone, ``as_of`` left to the day of the run. At most one run at a time: a run
+  due while another is still going waits for it (two scorings of the same data never overlap).
+- ``train_models/weekly-retraining``: every Monday at 02:00 (``schedule.retraining_cron``),
+  one at a time.
+- ``ltv_pipeline/on-demand``: no schedule; features, training and scoring in order, for a
+  backfill or a first run (started from the UI or ``prefect deployment run``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
+from prefect.schedules import Cron
+
+from flows.pipeline import ltv_pipeline, score_customers, train_models
+from flows.settings import Settings
+
+__all__ = ["TAGS", "deployments"]
+
+#: Tags of every deployment (to find them, or to give them a work pool's queue).
+TAGS = ["ltv"]
+
+
+def deployments(settings: Settings, data: Path, budget: float | None = None) -> list[Any]:
+    """The three deployments, their parameters pointing at ``data`` (and ``budget``)."""
+    where = {"data": str(data.resolve()), "workdir": str(settings.workdir.resolve())}
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+    )
+    scoring = score_customers.to_deployment(
+        name="daily-scoring",
+        schedule=Cron(settings.schedule.scoring_cron, timezone=settings.timezone),
+        parameters={"run": where | {"budget": budget}},
+        concurrency_limit=one_at_a_time,
+        tags=TAGS,
+        # Imported as ``flows.pipeline`` (a file path would put flows/ first on sys.path,
+        # where flows/features.py hides the features package).
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    retraining = train_models.to_deployment(
+        name="weekly-retraining",
+        schedule=Cron(settings.schedule.retraining_cron, timezone=settings.timezone),
+        parameters={"run": where},
+        concurrency_limit=one_at_a_time,
+        tags=TAGS,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    pipeline = ltv_pipeline.to_deployment(
+        name="on-demand",
+        parameters={"run": where | {"budget": budget}},
+        concurrency_limit=one_at_a_time,
+        tags=TAGS,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return [scoring, retraining, pipeline]
