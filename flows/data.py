@@ -9,17 +9,41 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, task
+from prefect import State, flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from features import messy, synthetic
 from features.adapters import completejourney
 from features.dataset import Dataset, check_dataset, load_dataset
-from features.io import write_csv_safe, write_parquet
+from features.io import InputError, write_csv_safe, write_parquet
 from features.validation import Rules
 from flows.settings import Settings, get_settings
 
 Format = Literal["parquet", "csv"]
+
+
+#: How tasks that touch storage or tracking retry: twice more, after about 2 s and then 4 s
+#: (jittered), so that a brief outage of a disk, the MLflow server or the online store does
+#: not fail the run. Every such task is safe to repeat: its writes are staged and swapped in,
+#: or overwrite with the same values.
+STORAGE_RETRIES: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": lambda task, run, state: _may_pass(state),
+}
+
+
+def _may_pass(state: State) -> bool:
+    """Whether a failure may pass on a retry: not unusable input, which would fail again."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def rules_from(settings: Settings) -> Rules:
@@ -46,13 +70,13 @@ def add_defects(out: Path, fraction: float, seed: int) -> str:
     return str(messy.make_messy_files(out, fraction=fraction, seed=seed))
 
 
-@task(name="load-dataset", cache_policy=NO_CACHE)
+@task(name="load-dataset", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def load_data(data: Path, rules: Rules, encoding: str) -> Dataset:
     """Read and validate a data directory; quarantine is written beside it."""
     return load_dataset(data, rules, encoding=encoding)
 
 
-@task(name="data-fingerprint", cache_policy=NO_CACHE)
+@task(name="data-fingerprint", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def data_fingerprint(data: Path, encoding: str) -> str:
     """A digest of the input tables' files (names and bytes): the same files, the same digest."""
     digest = hashlib.sha256()
@@ -75,7 +99,7 @@ def convert_completejourney(raw: dict[str, Any]) -> dict[str, Any]:
     return completejourney.convert_completejourney(raw)
 
 
-@task(name="write-tables", cache_policy=NO_CACHE)
+@task(name="write-tables", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def write_tables(tables: dict[str, Any], out: Path, fmt: Format) -> list[str]:
     """Write each table as ``<out>/<name>.<fmt>``."""
     writer = write_parquet if fmt == "parquet" else write_csv_safe

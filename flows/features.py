@@ -21,7 +21,7 @@ from features import CustomerTables, customer_tables
 from features.dataset import Dataset
 from features.io import InputError, write_parquet
 from flows import feature_store
-from flows.data import load_data, rules_from
+from flows.data import STORAGE_RETRIES, load_data, rules_from
 from flows.outputs import score_row
 from flows.settings import get_settings
 
@@ -65,19 +65,19 @@ def snapshot_tables(
     return tables
 
 
-@task(name="write-snapshot", cache_policy=NO_CACHE)
+@task(name="write-snapshot", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def write_snapshot(snapshot: pd.DataFrame, workdir: Path, as_of: datetime.date) -> str:
     """Write the snapshot atomically; a rerun for the same date replaces it."""
     return str(write_parquet(snapshot, snapshot_path(workdir, as_of)))
 
 
-@task(name="feast-apply", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="feast-apply", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def apply_repo(workdir: Path, env: str) -> list[str]:
     """Register entity, source, feature views and services; the view names."""
     return feature_store.apply_definitions(feature_store.open_store(workdir, env), workdir)
 
 
-@task(name="write-online", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="write-online", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def write_online(snapshot: pd.DataFrame, workdir: Path, env: str) -> dict[str, Any]:
     """Serve the snapshot's values online unless newer values are there already (R9)."""
     done = feature_store.write_online(feature_store.open_store(workdir, env), snapshot)

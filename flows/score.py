@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
-from flows.data import data_fingerprint, load_data, rules_from
+from flows.data import STORAGE_RETRIES, data_fingerprint, load_data, rules_from
 from flows.features import snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
 from flows.settings import Settings, get_settings, release_memory
@@ -117,7 +117,7 @@ def default_policy_file() -> Path:
     return Path(str(resources.files("flows").joinpath("coupon_policy.yaml")))
 
 
-@task(name="load-champions", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="load-champions", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def load_champions(settings: Settings, workdir: Path, as_of: datetime.date) -> Champions:
     """The ``champion`` version of every registered model (native LightGBM only).
 
@@ -337,7 +337,7 @@ def coupon_tiers(
     return out, facts
 
 
-@task(name="write-outputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="write-outputs", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def write_outputs(
     workdir: Path, as_of: datetime.date, tables: dict[str, pd.DataFrame], summary: dict[str, Any]
 ) -> dict[str, str]:
@@ -382,7 +382,7 @@ def summarise(scored: pd.DataFrame, facts: dict[str, Any], champions: Champions)
     }
 
 
-@task(name="campaign-artifacts", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="campaign-artifacts", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def publish_artifacts(summary: dict[str, Any], tracking_uri: str) -> list[str]:
     """The run's Prefect artifacts for the campaign team: a summary and the tier counts."""
     key = f"ltv-score-{summary['as_of']}"

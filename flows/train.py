@@ -33,7 +33,7 @@ from features.dataset import Dataset
 from features.io import InputError
 from features.orders import order_table
 from flows import feature_store
-from flows.data import load_data, rules_from
+from flows.data import STORAGE_RETRIES, load_data, rules_from
 from flows.features import apply_repo, build_snapshot, write_snapshot
 from flows.settings import Settings, get_settings
 from models.backtest import DECIDING_METRIC, Backtest, backtest, deciding_score
@@ -111,7 +111,7 @@ def labels_at(dataset: Dataset, cutoff: datetime.date, horizon_days: int) -> pd.
     return make_labels(dataset.transactions, cutoff=cutoff, horizon_days=horizon_days)
 
 
-@task(name="training-frame", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(name="training-frame", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def training_frame(
     entities: pd.DataFrame, labels: pd.DataFrame, workdir: Path, env: str, service: str
 ) -> pd.DataFrame:

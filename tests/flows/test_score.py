@@ -398,3 +398,61 @@ def test_every_scoring_run_leaves_artifacts_for_the_campaign_team(scored):
     rows = table.data if isinstance(table.data, list) else json.loads(str(table.data))
     assert {r["tier"]: r["coupons"] for r in rows} == summary["coupons_per_tier"]
     assert sum(r["control"] for r in rows) == summary["control_group"]
+
+
+def _attempts(state, task_name: str) -> list[int]:
+    """How many times each run of ``task_name`` in the flow run of ``state`` ran."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return [r.run_count for r in runs if r.task_key.startswith(task_name.replace("-", "_"))]
+
+
+def test_io_errors_in_storage_and_tracking_are_retried_and_change_nothing(scored, monkeypatch):
+    """R5: a failing disk write and a failing MLflow read pass on retry; the bytes are the same."""
+    import flows.score as scoring
+
+    def once(real, error):
+        failed = []
+
+        def flaky(*args, **kwargs):
+            if not failed:
+                failed.append(True)
+                raise error
+            return real(*args, **kwargs)
+
+        return flaky
+
+    monkeypatch.setattr(
+        scoring, "write_set", once(scoring.write_set, OSError(28, "No space left on device"))
+    )
+    monkeypatch.setattr(
+        scoring,
+        "tracker_for",
+        once(scoring.tracker_for, ConnectionError("MLflow server unreachable (injected)")),
+    )
+    state = score(
+        data=scored["data"], as_of=AS_OF, workdir=scored["work"], budget=BUDGET, return_state=True
+    )
+    assert state.is_completed()
+    assert _attempts(state, "write_outputs") == [2]
+    assert _attempts(state, "load_champions") == [2]
+    assert _digests(scored["work"], AS_OF) == scored["digests"]
+
+
+def test_unusable_input_is_not_retried(tmp_path):
+    """An input error fails at once: retrying would read the same bad file again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "transactions.csv").write_text("customer_id,order_id,ordered_at\nc1,o1,2026-01-01\n")
+    state = score(data=data, as_of=AS_OF, workdir=tmp_path / "work", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InputError):
+        state.result()
+    assert _attempts(state, "load_champions") == [1]
