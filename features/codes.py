@@ -78,7 +78,7 @@ def encode(columns: list[pa.ChunkedArray]) -> tuple[list[np.ndarray], pa.Array]:
 
 
 def lookup(column: pa.ChunkedArray, known: pa.Array) -> np.ndarray:
-    """Each value's position in ``known`` (float64, NaN where absent or null)."""
+    """Each value's position in ``known`` (float64, NaN where absent; a null finds a null)."""
     starts = run_starts(column)
     found = pc.index_in(_heads(column, starts), value_set=known).to_numpy(zero_copy_only=False)
     return _spread(found.astype(np.float64), starts, len(column))

@@ -8,6 +8,7 @@ A verb that a later release adds says so in one line and exits with code 3.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from datetime import date, datetime
@@ -240,16 +241,19 @@ def demo(
     typer.echo(f"Prefect UI: {_prefect_ui()}")
 
 
-def _prefect_ui() -> str:
-    """Where the flow runs can be seen: the configured server's UI, or how to keep them."""
-    from prefect.settings import PREFECT_API_URL
+def _check_budget(budget: float | None) -> None:
+    """A budget is a finite amount, 0 or more (NaN would read as no limit)."""
+    if budget is not None and not (math.isfinite(budget) and budget >= 0):
+        _fail(f"error: --budget must be a finite amount, 0 or more, not {budget}", EXIT_INPUT)
 
-    api = PREFECT_API_URL.value()
-    if api:
-        return api.removesuffix("/").removesuffix("/api")
-    return (
-        "none kept (a temporary server ran the flows): start `prefect server start`, set "
-        "PREFECT_API_URL=http://127.0.0.1:4200/api and rerun to browse the runs"
+
+def _prefect_ui() -> str:
+    """Where the flow runs can be seen: the configured server's UI, or how to open one."""
+    from prefect.settings import PREFECT_UI_URL
+
+    return PREFECT_UI_URL.value() or (
+        "the runs are in Prefect's local database: `prefect server start` shows them at "
+        "http://127.0.0.1:4200"
     )
 
 
@@ -399,8 +403,7 @@ def score(
 
     _local_only(runner)
     cutoff = _as_of(as_of)
-    if budget is not None and budget < 0:
-        _fail(f"error: --budget must be 0 or more, not {budget}", EXIT_INPUT)
+    _check_budget(budget)
     settings = _settings(workdir)
     _preflight(data)
     result = _run(
@@ -469,8 +472,7 @@ def serve(
 
     from flows.deploy import deployments
 
-    if budget is not None and budget < 0:
-        _fail(f"error: --budget must be 0 or more, not {budget}", EXIT_INPUT)
+    _check_budget(budget)
     if not PREFECT_API_URL.value():
         _fail(
             "error: ltv serve needs a Prefect server: start one (prefect server start) and "
@@ -484,7 +486,8 @@ def serve(
     for deployment in served:
         when = ", ".join(str(s.schedule.cron) for s in deployment.schedules or []) or "on demand"
         typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({when}, {settings.timezone})")
-    serve_deployments(*served, print_starting_message=False)
+    # One flow run at a time: a scoring holds gigabytes, and the runs share the stores.
+    serve_deployments(*served, print_starting_message=False, limit=1)
 
 
 @app.command()

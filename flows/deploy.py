@@ -4,12 +4,14 @@ All are declared here, from the settings (schedules in ``[schedule]``, the time 
 parameters an engineer chooses when serving: the data directory and the coupon budget.
 
 - ``score_customers/daily-scoring``: every day at 06:00 (``schedule.scoring_cron``) in the
-  settings' time zone, ``as_of`` left to the day of the run. At most one run at a time: a run
-  due while another is still going waits for it (two scorings of the same data never overlap).
-- ``train_models/weekly-retraining``: every Monday at 02:00 (``schedule.retraining_cron``),
-  one at a time.
-- ``ltv_pipeline/on-demand``: no schedule; features, training and scoring in order, for a
-  backfill or a first run (started from the UI or ``prefect deployment run``).
+  settings' time zone, ``as_of`` left to the day the run was scheduled for.
+- ``train_models/weekly-retraining``: every Monday at 02:00 (``schedule.retraining_cron``).
+- ``ltv_pipeline/on-demand``: no schedule; features, training and scoring in order at today's
+  cutoff (or a given one), for a first run (started from the UI or ``prefect deployment run``).
+
+Each deployment runs one at a time (a run due while another is going waits for it), and
+``ltv serve`` runs one flow run at a time in all: two scorings, or a scoring and a retraining,
+never overlap on the serving host.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ runs the three in order, each as a child run. Each takes one pydantic model, so 
 form in the UI lists the fields with their descriptions and refuses bad values (a negative
 budget, a date that is not one) before anything runs.
 
-``as_of`` may be left out: a scheduled run then takes today's date in the settings' time zone,
-so the daily scoring at 06:00 Asia/Shanghai scores on everything before midnight.
+``as_of`` may be left out: a run then takes the date it was scheduled for (or, run at once,
+today) in the settings' time zone, so the daily scoring at 06:00 Asia/Shanghai scores on
+everything before midnight, even when it starts late or waits for another run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.features import features
@@ -48,7 +50,7 @@ class FeaturesRun(BaseModel):
     as_of: datetime.date | None = Field(
         default=None,
         description="The cutoff: nothing at or after midnight of this date is read. "
-        "Default: today in the settings' time zone.",
+        "Default: the day the run was scheduled for, in the settings' time zone.",
     )
     workdir: Path | None = Field(
         default=None,
@@ -56,10 +58,14 @@ class FeaturesRun(BaseModel):
     )
 
     def cutoff(self, settings: Settings) -> datetime.date:
-        """``as_of``, or today in the settings' time zone."""
+        """``as_of``, or the day the run was scheduled for in the settings' time zone.
+
+        Outside a flow run (and for a run started at once) that is today.
+        """
         if self.as_of is not None:
             return self.as_of
-        return pd.Timestamp.now(tz=settings.timezone).date()
+        scheduled = pd.Timestamp(flow_run.scheduled_start_time)
+        return scheduled.tz_convert(settings.timezone).date()
 
     def directory(self, settings: Settings) -> Path:
         """``workdir``, or the settings' one."""

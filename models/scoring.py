@@ -158,7 +158,7 @@ def with_baseline(scored: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 def insert_after(frame: pd.DataFrame, column: str, columns: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with ``columns`` (same index) placed right after ``column``.
 
-    Neither frame's data are copied (``pd.concat`` copies every column of ``frame``).
+    The columns of ``frame`` are shared, not copied (``pd.concat`` copies every one of them).
     """
     if not columns.index.equals(frame.index):
         raise ValueError("insert_after needs columns on the frame's index")

@@ -324,7 +324,7 @@ class _Index:
 
     def keys(self, code: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Packed keys, monotone in ``(code, t)``; times clamped to ``[base, top]``."""
-        key = np.maximum(t, self.base)  # in place from here: no temporaries of the full size
+        key = np.maximum(t, self.base, dtype=np.int64)  # in place from here: no temporaries
         np.minimum(key, self.top, out=key)
         np.subtract(key, self.base, out=key)
         np.right_shift(key, self.shift, out=key)

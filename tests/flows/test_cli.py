@@ -53,7 +53,11 @@ def test_score_without_a_trained_model_says_to_train_first(ltv, tmp_path):
     assert "run ltv train first" in out.stderr and "Traceback" not in out.stderr
     negative = ltv("score", "--data", str(data), "--as-of", "2024-03-01", "--budget", "-5")
     assert negative.returncode == 2
-    assert negative.stderr.strip() == "error: --budget must be 0 or more, not -5.0"
+    assert negative.stderr.strip() == (
+        "error: --budget must be a finite amount, 0 or more, not -5.0"
+    )
+    unset = ltv("score", "--data", str(data), "--as-of", "2024-03-01", "--budget", "nan")
+    assert unset.returncode == 2 and "not nan" in unset.stderr  # NaN would mean no limit
 
 
 def test_bad_date_is_an_input_error(ltv):
