@@ -212,7 +212,7 @@ def _cell(value: Any) -> str:
 
 @app.command()
 def demo(
-    customers: Annotated[int, typer.Option(help="Synthetic customers to generate.")] = 5_000,
+    customers: Annotated[int, typer.Option(help="Synthetic customers to generate.")] = 20_000,
     workdir: Workdir = None,
 ) -> None:
     """Everything that exists, end to end, on synthetic data."""

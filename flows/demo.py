@@ -18,7 +18,7 @@ from flows.settings import get_settings
 DEMO_DEFECTS = 0.002
 #: The demo's "this morning": the day after the synthetic window ends.
 DEMO_AS_OF = datetime.date(2026, 7, 1)
-#: The demo's coupon budget (expected cost, CNY) per customer: 2,000 for 5,000 customers.
+#: The demo's coupon budget (expected cost, CNY) per customer: 8,000 for 20,000 customers.
 DEMO_BUDGET_PER_CUSTOMER = 0.4
 
 
