@@ -13,8 +13,10 @@ A set is written into a hidden temporary directory beside its final place and re
 place under an exclusive file lock (readers of a whole set, :func:`read_set`, take it
 shared), together with the DuckDB rows, so two runs for the same
 ``as_of`` at once leave one complete set (the later one), never a mix, and a crash leaves the
-old set (R1, R4). The files are written deterministically: the same tables give the same bytes
-(R3).
+old set (R1, R4). A run killed outright (SIGKILL runs no cleanup) can leave a set half swapped;
+the next writer first puts it right under the lock (:func:`_recover`): the old set back when
+DuckDB did not commit the new rows, the new one kept when it did. The files are written
+deterministically: the same tables give the same bytes (R3).
 """
 
 from __future__ import annotations
@@ -71,13 +73,20 @@ def _locked(workdir: Path, *, shared: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _swap(pairs: list[tuple[Path, Path]]) -> None:
+#: Directories swapped into place: (final, where its old contents were moved, if it existed).
+Swapped = list[tuple[Path, Path | None]]
+
+
+def _swap(pairs: list[tuple[Path, Path]]) -> Swapped:
     """Put each staged directory in the place of its final one, all or none.
 
-    A final directory that exists is first moved aside; if any step fails, the directories
-    already swapped get their old contents back, and the error is raised.
+    A final directory that exists is first moved aside (``.as_of=….old-<pid>``); if any step
+    fails, the directories already swapped get their old contents back (:func:`_undo`), and
+    the error is raised. The caller deletes the old contents once the DuckDB rows are
+    committed, or undoes the swap if the commit fails; a killed run's leftovers are put right
+    by the next writer (:func:`_recover`).
     """
-    done: list[tuple[Path, Path | None]] = []
+    done: Swapped = []
     try:
         for staged, final in pairs:
             old = None
@@ -92,14 +101,86 @@ def _swap(pairs: list[tuple[Path, Path]]) -> None:
                 raise
             done.append((final, old))
     except BaseException:
-        for final, old in reversed(done):
-            shutil.rmtree(final, ignore_errors=True)
-            if old is not None:
-                os.replace(old, final)
+        _undo(done)
         raise
-    for _, old in done:
+    return done
+
+
+def _undo(done: Swapped) -> None:
+    """Put back what :func:`_swap` replaced (a final that did not exist is removed)."""
+    for final, old in reversed(done):
+        shutil.rmtree(final, ignore_errors=True)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            os.replace(old, final)
+
+
+def _recover(workdir: Path) -> None:
+    """Undo what a scoring killed while writing left behind (called under the exclusive lock).
+
+    - Staging directories (``.as_of=….tmp-<pid>-…``) of processes that are gone are removed.
+    - A set moved aside (``.as_of=….old-<pid>``) means a writer died between its swap and the
+      deletion of the old set, the last step. Under the lock no live writer is in that window.
+      If DuckDB holds the new set's run (it committed), the old set is deleted; otherwise the
+      old set is put back in both places, as DuckDB still has the old rows.
+    """
+    for kind in ("scores", "exports"):
+        for staged in (workdir / kind).glob(".as_of=*.tmp-*"):
+            if not _alive(staged.name.split(".tmp-", 1)[1].split("-", 1)[0]):
+                shutil.rmtree(staged, ignore_errors=True)
+    aside = sorted((workdir / "scores").glob(".as_of=*.old-*"))
+    aside += sorted((workdir / "exports").glob(".as_of=*.old-*"))
+    for date in sorted({path.name.split(".old-", 1)[0].removeprefix(".as_of=") for path in aside}):
+        as_of = datetime.date.fromisoformat(date)
+        committed = _run_in(set_dir(workdir, as_of)) == _committed_run(workdir, as_of)
+        for old in (path for path in aside if path.name.startswith(f".as_of={date}.old-")):
+            final = old.parent / f"as_of={date}"
+            if committed:
+                shutil.rmtree(old, ignore_errors=True)
+                continue
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(old, final)
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (of this host) is running; a name that is no pid counts as so."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _run_in(scores: Path) -> str | None:
+    """The run id of the scoring set in ``scores`` (``None`` without one)."""
+    path = scores / "scored_customers.parquet"
+    if not path.exists():
+        return None
+    table = pq.read_table(path, columns=["run_id"])
+    return str(table.column(0)[0]) if table.num_rows else None
+
+
+def _committed_run(workdir: Path, as_of: datetime.date) -> str | None:
+    """The run id DuckDB holds for ``as_of`` (``None`` without rows)."""
+    path = workdir / "ltv.duckdb"
+    if not path.exists():
+        return None
+    con = duckdb.connect(str(path))
+    try:
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_name = 'scored_customers'"
+        ).fetchall()
+        if not tables:
+            return None
+        found = con.execute(
+            "SELECT any_value(run_id) FROM scored_customers WHERE as_of = ?", [as_of]
+        ).fetchall()
+    finally:
+        con.close()
+    return None if not found or found[0][0] is None else str(found[0][0])
 
 
 def write_set(
@@ -117,7 +198,8 @@ def write_set(
     staged = {}
     for kind, path in final.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        staged[kind] = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        prefix = f".{path.name}.tmp-{os.getpid()}-"  # the pid: whose leftover it is
+        staged[kind] = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     try:
         arrow = {name: _typed(frame) for name, frame in tables.items()}
         text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
@@ -132,10 +214,20 @@ def write_set(
                 pool.submit(_write_csv, table, staged["exports"] / f"{name}.csv")
                 for name, table in arrow.items()
             ]
-            with _locked(workdir), _duckdb_rows(workdir / "ltv.duckdb", as_of, arrow):
-                for job in jobs:
-                    job.result()
-                _swap([(staged[kind], final[kind]) for kind in final])  # then the rows commit
+            with _locked(workdir):
+                _recover(workdir)  # what a scoring killed while writing left behind
+                done: Swapped = []
+                try:
+                    with _duckdb_rows(workdir / "ltv.duckdb", as_of, arrow):
+                        for job in jobs:
+                            job.result()
+                        done = _swap([(staged[kind], final[kind]) for kind in final])
+                except BaseException:
+                    _undo(done)  # the rows were not committed: the files go back too
+                    raise
+                for _, old in done:  # committed: the old set is not needed any more
+                    if old is not None:
+                        shutil.rmtree(old, ignore_errors=True)
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)
