@@ -312,3 +312,20 @@ def _atomic_write(path: Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def process_alive(pid: str) -> bool:
+    """Whether process ``pid`` of this host is running (not a pid: no telling, so yes).
+
+    Staging directories and MLflow runs name the process that made them; whoever finds one
+    left behind tells a writer still at work from one that was killed with this.
+    """
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

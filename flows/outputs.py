@@ -40,7 +40,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features.duck import quote
-from features.io import spreadsheet_safe_table
+from features.io import process_alive, spreadsheet_safe_table
 
 __all__ = [
     "TABLES",
@@ -125,7 +125,7 @@ def _recover(workdir: Path) -> None:
     """
     for kind in ("scores", "exports"):
         for staged in (workdir / kind).glob(".as_of=*.tmp-*"):
-            if not _alive(staged.name.split(".tmp-", 1)[1].split("-", 1)[0]):
+            if not process_alive(staged.name.split(".tmp-", 1)[1].split("-", 1)[0]):
                 shutil.rmtree(staged, ignore_errors=True)
     aside = sorted((workdir / "scores").glob(".as_of=*.old-*"))
     aside += sorted((workdir / "exports").glob(".as_of=*.old-*"))
@@ -139,19 +139,6 @@ def _recover(workdir: Path) -> None:
                 continue
             shutil.rmtree(final, ignore_errors=True)
             os.replace(old, final)
-
-
-def _alive(pid: str) -> bool:
-    """Whether process ``pid`` (of this host) is running; a name that is no pid counts as so."""
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _run_in(scores: Path) -> str | None:

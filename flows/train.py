@@ -219,10 +219,17 @@ def _champion(
     return version, deciding_score(kind, parts, heldout)
 
 
+@task(name="end-abandoned-runs", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def end_abandoned_runs(settings: Settings, workdir: Path) -> list[str]:
+    """End as KILLED the MLflow runs a killed process of this host left RUNNING."""
+    return tracker_for(settings, workdir).end_abandoned_runs()
+
+
 @flow(name="ltv-train")
 def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     """Train, evaluate against the baselines, track and register the three models."""
     settings = get_settings()
+    end_abandoned_runs(settings, workdir)  # runs of a training that was killed (R2)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     cutoffs = _cutoffs(dataset, as_of, settings)
     horizon = settings.train.horizon_days

@@ -5,7 +5,8 @@ Everything else passes plain values here. Conventions:
 - Tracking defaults to ``sqlite:///<workdir>/mlflow.db`` with artifacts under
   ``<workdir>/mlartifacts``; settings can point at a server instead.
 - A run always ends: ``FINISHED`` when its block completes, ``FAILED`` when it raises (never
-  left ``RUNNING``).
+  left ``RUNNING``); a run whose process was killed is ended ``KILLED`` by the next training
+  (:meth:`Tracker.end_abandoned_runs`).
 - Metrics go in ``log_batch`` calls of at most 1,000 values (MLflow's limit per call).
 - Models are LightGBM ``Booster`` objects saved in LightGBM's native text format
   (``model.lgb``). Loading refuses anything else, and pickle deserialisation is switched off
@@ -22,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,8 @@ from typing import Any, TypeVar
 
 import lightgbm as lgb
 import pandas as pd
+
+from features.io import process_alive
 
 __all__ = [
     "CHALLENGER",
@@ -259,6 +263,11 @@ class Run:
         return version
 
 
+#: Tags naming the process that owns a run.
+HOST_TAG = "ltv.host"
+PID_TAG = "ltv.pid"
+
+
 class Tracker:
     """A connection to one tracking store and model registry."""
 
@@ -293,11 +302,16 @@ class Tracker:
 
     @contextmanager
     def run(self, experiment: str, name: str, tags: dict[str, str]) -> Iterator[Run]:
-        """The active run of the block: FINISHED on success, FAILED if the block raises."""
+        """The active run of the block: FINISHED on success, FAILED if the block raises.
+
+        The run is tagged with its process (``ltv.host``, ``ltv.pid``), so that a run whose
+        process was killed can be ended later (:meth:`end_abandoned_runs`).
+        """
         import mlflow
 
+        owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         started = mlflow.start_run(
-            experiment_id=self.experiment(experiment), run_name=name, tags=tags
+            experiment_id=self.experiment(experiment), run_name=name, tags=tags | owner
         )
         try:
             yield Run(self, started.info.run_id)
@@ -305,6 +319,30 @@ class Tracker:
             mlflow.end_run("FAILED")
             raise
         mlflow.end_run("FINISHED")
+
+    def end_abandoned_runs(self) -> list[str]:
+        """End as KILLED the runs left RUNNING by a process of this host that is gone (R2).
+
+        A killed process cannot end its run; the next training calls this first. Runs of other
+        hosts, and runs without the owner tags, are left alone (there is no telling).
+
+        Returns:
+            The ids of the runs ended.
+        """
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return []
+        host = socket.gethostname()
+        ended = []
+        for run in self.client.search_runs(
+            experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000
+        ):
+            owner = run.data.tags
+            if owner.get(HOST_TAG) != host or process_alive(owner.get(PID_TAG, "")):
+                continue
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+        return ended
 
     def champion(self, name: str) -> tuple[lgb.Booster, str] | None:
         """The ``champion`` version of registered model ``name`` and its version, if any."""

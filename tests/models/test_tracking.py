@@ -165,3 +165,28 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     ]
     errors = [run.communicate(timeout=300)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0, 0], errors[0][-2000:]
+
+
+def test_runs_left_running_by_a_killed_process_are_ended_as_killed(tracker, tmp_path):
+    """R2: a process killed inside a run cannot end it; the next training ends it KILLED."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from models.tracking import Tracker
+        tracker = Tracker({tracker.uri!r}, Path({str(tmp_path / "mlartifacts")!r}))
+        with tracker.run("ltv-churn", "killed", {{}}) as run:
+            print(run.run_id, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    killed = done.stdout.strip()
+    assert tracker.client.get_run(killed).info.status == "RUNNING"
+    with tracker.run("ltv-churn", "alive", {}) as alive:  # this process's run: left alone
+        assert tracker.end_abandoned_runs() == [killed]
+        assert tracker.client.get_run(alive.run_id).info.status == "RUNNING"
+    assert tracker.client.get_run(killed).info.status == "KILLED"
+    assert tracker.client.get_run(alive.run_id).info.status == "FINISHED"
+    assert tracker.end_abandoned_runs() == []
