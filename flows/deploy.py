@@ -35,32 +35,29 @@ TAGS = ["ltv"]
 def deployments(settings: Settings, data: Path, budget: float | None = None) -> list[Any]:
     """The three deployments, their parameters pointing at ``data`` (and ``budget``)."""
     where = {"data": str(data.resolve()), "workdir": str(settings.workdir.resolve())}
-    one_at_a_time = ConcurrencyLimitConfig(
-        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-    )
+    every: dict[str, Any] = {
+        # One run at a time: a run due while another is going waits for it.
+        "concurrency_limit": ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        "tags": TAGS,
+        # Imported as ``flows.pipeline`` (a file path would put flows/ first on sys.path,
+        # where flows/features.py hides the features package).
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+    }
     scoring = score_customers.to_deployment(
         name="daily-scoring",
         schedule=Cron(settings.schedule.scoring_cron, timezone=settings.timezone),
         parameters={"run": where | {"budget": budget}},
-        concurrency_limit=one_at_a_time,
-        tags=TAGS,
-        # Imported as ``flows.pipeline`` (a file path would put flows/ first on sys.path,
-        # where flows/features.py hides the features package).
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        **every,
     )
     retraining = train_models.to_deployment(
         name="weekly-retraining",
         schedule=Cron(settings.schedule.retraining_cron, timezone=settings.timezone),
         parameters={"run": where},
-        concurrency_limit=one_at_a_time,
-        tags=TAGS,
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        **every,
     )
     pipeline = ltv_pipeline.to_deployment(
-        name="on-demand",
-        parameters={"run": where | {"budget": budget}},
-        concurrency_limit=one_at_a_time,
-        tags=TAGS,
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        name="on-demand", parameters={"run": where | {"budget": budget}}, **every
     )
     return [scoring, retraining, pipeline]

@@ -123,12 +123,12 @@ def _recover(workdir: Path) -> None:
       If DuckDB holds the new set's run (it committed), the old set is deleted; otherwise the
       old set is put back in both places, as DuckDB still has the old rows.
     """
+    aside: list[Path] = []
     for kind in ("scores", "exports"):
         for staged in (workdir / kind).glob(".as_of=*.tmp-*"):
             if not process_alive(staged.name.split(".tmp-", 1)[1].split("-", 1)[0]):
                 shutil.rmtree(staged, ignore_errors=True)
-    aside = sorted((workdir / "scores").glob(".as_of=*.old-*"))
-    aside += sorted((workdir / "exports").glob(".as_of=*.old-*"))
+        aside += sorted((workdir / kind).glob(".as_of=*.old-*"))
     for date in sorted({path.name.split(".old-", 1)[0].removeprefix(".as_of=") for path in aside}):
         as_of = datetime.date.fromisoformat(date)
         committed = _run_in(set_dir(workdir, as_of)) == _committed_run(workdir, as_of)
