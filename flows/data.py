@@ -18,6 +18,7 @@ from features.adapters import completejourney
 from features.dataset import Dataset, check_dataset, load_dataset
 from features.io import InputError, write_csv_safe, write_parquet
 from features.validation import Rules
+from flows import caching
 from flows.settings import Settings, get_settings
 
 Format = Literal["parquet", "csv"]
@@ -55,6 +56,17 @@ def rules_from(settings: Settings) -> Rules:
         max_quantity=settings.ingest.max_quantity,
         hmac_key=settings.hmac_key_bytes,
     )
+
+
+def dataset_lineage(settings: Settings, digest: str) -> str:
+    """What a validated dataset is made of: its files' digest, the rules and the encoding."""
+    return caching.digest_of(digest, rules_from(settings), settings.ingest.encoding)
+
+
+@task(name="prune-cache", cache_policy=NO_CACHE)
+def prune_cache(workdir: Path, keep_days: float) -> int:
+    """Remove the cache entries of ``workdir`` older than ``keep_days``; how many went."""
+    return len(caching.prune(workdir, keep_days))
 
 
 @task(name="generate-synthetic", cache_policy=NO_CACHE)

@@ -21,8 +21,17 @@ from features import CustomerTables, customer_tables
 from features.dataset import Dataset
 from features.io import InputError, write_parquet
 from flows import feature_store
-from flows.data import STORAGE_RETRIES, load_data, rules_from
+from flows.caching import cached
+from flows.data import (
+    STORAGE_RETRIES,
+    data_fingerprint,
+    dataset_lineage,
+    load_data,
+    prune_cache,
+    rules_from,
+)
 from flows.outputs import score_row
+from flows.runs import end_abandoned_flow_runs
 from flows.settings import get_settings
 
 
@@ -32,8 +41,12 @@ def snapshot_path(workdir: Path, as_of: datetime.date) -> Path:
 
 
 @task(name="build-features", cache_policy=NO_CACHE)
-def build_snapshot(dataset: Dataset, as_of: datetime.date) -> pd.DataFrame:
-    """Point-in-time features of every customer known at ``as_of``."""
+def build_snapshot(dataset: Dataset, as_of: datetime.date, lineage: str) -> pd.DataFrame:
+    """Point-in-time features of every customer known at ``as_of``.
+
+    ``lineage`` names the dataset (``flows.data.dataset_lineage``): with ``as_of`` and the code,
+    it is the cache key, so the same data give the snapshot back without building it.
+    """
     return snapshot_tables(dataset, as_of).features
 
 
@@ -85,10 +98,14 @@ def write_online(snapshot: pd.DataFrame, workdir: Path, env: str) -> dict[str, A
 
 
 def register_snapshot(
-    dataset: Dataset, as_of: datetime.date, workdir: Path, env: str
+    dataset: Dataset, as_of: datetime.date, workdir: Path, lineage: str
 ) -> dict[str, Any]:
     """Build, write, apply and serve the snapshot of ``as_of``: the steps every flow shares."""
-    snapshot = build_snapshot(dataset, as_of)
+    settings = get_settings()
+    env = settings.env
+    snapshot = cached(build_snapshot, workdir, settings, "as_of", "lineage")(
+        dataset, as_of, lineage
+    )
     path = write_snapshot(snapshot, workdir, as_of)
     views = apply_repo(workdir, env)
     online = write_online(snapshot, workdir, env)
@@ -102,9 +119,12 @@ def register_snapshot(
 @flow(name="ltv-features")
 def features(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     """Validate the data, build features at ``as_of``, write the snapshot, serve it."""
+    end_abandoned_flow_runs()  # runs a killed process left Running (R5)
     settings = get_settings()
+    prune_cache(workdir, settings.cache.keep_days)
+    digest = data_fingerprint.submit(data, settings.ingest.encoding)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    return register_snapshot(dataset, as_of, workdir, settings.env)
+    return register_snapshot(dataset, as_of, workdir, dataset_lineage(settings, digest.result()))
 
 
 @flow(name="ltv-lookup")

@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.features import features
+from flows.runs import end_abandoned_flow_runs
 from flows.score import score
 from flows.settings import Settings, get_settings
 from flows.train import train
@@ -113,6 +114,7 @@ def ltv_pipeline(run: PipelineRun) -> dict[str, Any]:
 
     The cutoff is fixed once, so a run that crosses midnight does not mix two dates.
     """
+    end_abandoned_flow_runs()  # tags this run with its process, too (R5)
     settings = get_settings()
     fixed = FeaturesRun(data=run.data, as_of=run.cutoff(settings), workdir=run.directory(settings))
     built = build_features(fixed)

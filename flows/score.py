@@ -33,9 +33,18 @@ from prefect.cache_policies import NO_CACHE
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
-from flows.data import STORAGE_RETRIES, data_fingerprint, load_data, rules_from
+from flows.caching import cached, digest_of
+from flows.data import (
+    STORAGE_RETRIES,
+    data_fingerprint,
+    dataset_lineage,
+    load_data,
+    prune_cache,
+    rules_from,
+)
 from flows.features import snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
+from flows.runs import end_abandoned_flow_runs
 from flows.settings import Settings, get_settings, release_memory
 from flows.train import REGISTERED, SERVICES, tracker_for, tracking_uri
 from models.btyd import Baseline, bgnbd_summary
@@ -164,9 +173,17 @@ def scoring_tables(
 
 @task(name="bgnbd-comparison", cache_policy=NO_CACHE)
 def bgnbd_scores(
-    orders: pd.DataFrame, cutoff: pd.Timestamp, sample: int, seed: int, horizon: int
+    orders: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    sample: int,
+    seed: int,
+    horizon: int,
+    lineage: str,
 ) -> pd.DataFrame:
-    """BG/NBD + Gamma-Gamma fitted at ``cutoff`` (on a seeded sample of customers), all scored."""
+    """BG/NBD + Gamma-Gamma fitted at ``cutoff`` (on a seeded sample of customers), all scored.
+
+    ``lineage`` names the dataset ``orders`` come from.
+    """
     summary = bgnbd_summary(orders, cutoff)
     if summary.empty:  # nobody has ordered yet: nothing to fit or compare
         return pd.DataFrame(columns=["p_alive", "expected_purchases_180d"], dtype=float)
@@ -214,12 +231,12 @@ def score_table(
 
 @task(name="explain-scores", cache_policy=NO_CACHE)
 def reason_table(
-    snapshot: pd.DataFrame, champions: Champions, matrix: np.ndarray | None
+    snapshot: pd.DataFrame, champions: Champions, matrix: np.ndarray | None, lineage: str
 ) -> pd.DataFrame:
     """``reason_1`` .. ``reason_3``: the churn score's strongest drivers in plain words.
 
     ``matrix`` holds the buyers' model inputs (:func:`score_table`); a customer without an
-    order has "no order yet".
+    order has "no order yet". ``lineage`` names the snapshot and the models.
     """
     buyers = _buyers(snapshot)
     booster = champions.models.churn.booster
@@ -273,8 +290,11 @@ def coupon_inputs(
     customer_ids: pd.Series,
     policy: CouponPolicy,
     as_of: datetime.date,
+    lineage: str,
 ) -> CouponInputs:
     """Each tier's uplift per customer, who is at the frequency cap and who opted out.
+
+    ``lineage`` names the dataset the orders, touches and customers come from.
 
     The uplift of each tier comes from past coupon touches (``models.uplift``, by segment) or,
     without coupon history, from the policy's ``default_uplift``.
@@ -473,6 +493,7 @@ def score(
     data: Path, as_of: datetime.date, workdir: Path, budget: float | None = None
 ) -> dict[str, Any]:
     """Score every customer known at ``as_of``; coupon tiers, control group, win-back list."""
+    end_abandoned_flow_runs()  # runs a killed process left Running (R5)
     settings = get_settings()
     budget = settings.score.budget if budget is None else budget
     policy_path = settings.score.policy_file or default_policy_file()
@@ -480,6 +501,7 @@ def score(
     # First, so that a missing champion stops the run before the data are read. (Loaded
     # beside the reading, the MLflow client's Python work slowed the validation by more.)
     champions = load_champions(settings, workdir, as_of)
+    prune_cache(workdir, settings.cache.keep_days)
     digest = data_fingerprint.submit(data, settings.ingest.encoding)
     # Called, not submitted: a finished future holds its result in a reference cycle, which
     # would keep the lines alive until the next full garbage collection.
@@ -492,22 +514,26 @@ def score(
     del dataset
     release_memory()  # what building the features freed
     written = write_snapshot.submit(snapshot, workdir, as_of)
-    baseline = bgnbd_scores.submit(
+    lineage = digest_of(dataset_lineage(settings, digest.result()), as_of)
+    baseline = cached(bgnbd_scores, workdir, settings, "sample", "seed", "horizon", "lineage")
+    baseline = baseline.submit(
         orders,
         cutoff_timestamp(as_of, tz),
         settings.score.baseline_sample,
         settings.seed,
         champions.models.horizon_days,
+        lineage,
     )
     ids = snapshot["customer_id"]
     # After BG/NBD, not beside it: the two hold large arrays, and the scores use both cores.
-    inputs = coupon_inputs.submit(
+    inputs = cached(coupon_inputs, workdir, settings, "policy", "lineage").submit(
         orders,
         touches,
         customers,
         ids,
         policy,
         as_of,
+        lineage,
         wait_for=[baseline],
         return_state=False,
     )
@@ -516,7 +542,8 @@ def score(
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
     scored, matrix = score_table(snapshot, champions, previous, restock, bands)
     # The reasons beside the tiers: neither reads the other.
-    why = reason_table.submit(snapshot, champions, matrix)
+    explain = cached(reason_table, workdir, settings, "lineage")
+    why = explain.submit(snapshot, champions, matrix, digest_of(lineage, champions.label))
     del matrix
     scored = with_baseline(scored, baseline.result())
     coupons, facts = coupon_tiers(

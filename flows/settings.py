@@ -89,6 +89,13 @@ class ScheduleSettings(BaseModel):
     retraining_cron: str = Field("0 2 * * 1", description="weekly retraining: Monday 02:00")
 
 
+class CacheSettings(BaseModel):
+    """Caching of the expensive tasks on a fingerprint of their inputs (``flows.caching``)."""
+
+    enabled: bool = Field(True, description="reuse results of unchanged inputs (R3)")
+    keep_days: float = Field(14.0, gt=0, description="entries not written for this long go")
+
+
 class MlflowSettings(BaseModel):
     """Where runs and registered models go."""
 
@@ -130,6 +137,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    cache: CacheSettings = CacheSettings()
 
     @classmethod
     def settings_customise_sources(

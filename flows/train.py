@@ -33,13 +33,22 @@ from features.dataset import Dataset
 from features.io import InputError
 from features.orders import order_table
 from flows import feature_store
-from flows.data import STORAGE_RETRIES, load_data, rules_from
+from flows.caching import cached, code_digest, digest_of
+from flows.data import (
+    STORAGE_RETRIES,
+    data_fingerprint,
+    dataset_lineage,
+    load_data,
+    prune_cache,
+    rules_from,
+)
 from flows.features import apply_repo, build_snapshot, write_snapshot
+from flows.runs import end_abandoned_flow_runs
 from flows.settings import Settings, get_settings
 from models.backtest import DECIDING_METRIC, Backtest, backtest, deciding_score
 from models.btyd import Baseline, bgnbd_summary
 from models.estimators import TrainConfig, feature_frame
-from models.tracking import Tracker, as_json, default_tracking_uri
+from models.tracking import CHAMPION, Promotion, Tracker, as_json, default_tracking_uri
 from models.training import (
     BUNDLES,
     Models,
@@ -53,6 +62,8 @@ from models.training import (
 
 #: Registered model and feature service (model version 1) per model kind.
 REGISTERED = {"churn": "ltv-churn", "next_purchase": "ltv-next-purchase", "value": "ltv-value"}
+#: Version tag naming the training that registered it (the fingerprint of its inputs).
+TRAINING_KEY = "training_key"
 #: Share of customers whose rows are kept out of every fit and judged at the held-out cutoff.
 EVALUATION_SHARE = 0.3
 SERVICES = {
@@ -106,16 +117,26 @@ def _cutoffs(dataset: Dataset, as_of: datetime.date, settings: Settings) -> list
 
 
 @task(name="labels", cache_policy=NO_CACHE)
-def labels_at(dataset: Dataset, cutoff: datetime.date, horizon_days: int) -> pd.DataFrame:
-    """Outcomes after ``cutoff`` (reads nothing before it)."""
+def labels_at(
+    dataset: Dataset, cutoff: datetime.date, horizon_days: int, lineage: str
+) -> pd.DataFrame:
+    """Outcomes after ``cutoff`` (reads nothing before it); ``lineage`` names the dataset."""
     return make_labels(dataset.transactions, cutoff=cutoff, horizon_days=horizon_days)
 
 
 @task(name="training-frame", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def training_frame(
-    entities: pd.DataFrame, labels: pd.DataFrame, workdir: Path, env: str, service: str
+    entities: pd.DataFrame,
+    labels: pd.DataFrame,
+    workdir: Path,
+    env: str,
+    service: str,
+    lineage: str,
 ) -> pd.DataFrame:
-    """Features from Feast for each (customer, cutoff) row, joined with the cutoff's labels."""
+    """Features from Feast for each (customer, cutoff) row, joined with the cutoff's labels.
+
+    ``lineage`` names the dataset and the cutoffs the entities and labels come from.
+    """
     store = feature_store.open_store(workdir, env)
     features = feature_store.historical_features(store, entities, service)
     features = features.rename(columns={"event_timestamp": "cutoff"})
@@ -127,14 +148,19 @@ def training_frame(
 
 
 @task(name="fit-models", cache_policy=NO_CACHE)
-def fit(frame: pd.DataFrame, config: TrainConfig) -> Models:
-    """Churn, next purchase and value models on the training cutoffs."""
+def fit(frame: pd.DataFrame, config: TrainConfig, lineage: str) -> Models:
+    """Churn, next purchase and value models on the training rows ``lineage`` names."""
     return train_models(frame, config)
 
 
 @task(name="baselines", cache_policy=NO_CACHE)
-def baselines(dataset: Dataset, heldout: pd.DataFrame, cutoff: datetime.date) -> pd.DataFrame:
-    """BG/NBD + Gamma-Gamma fitted on the history before the held-out cutoff."""
+def baselines(
+    dataset: Dataset, heldout: pd.DataFrame, cutoff: datetime.date, lineage: str
+) -> pd.DataFrame:
+    """BG/NBD + Gamma-Gamma fitted on the history before the held-out cutoff.
+
+    ``lineage`` names the dataset and the held-out rows.
+    """
     stamp = heldout["cutoff"].iloc[0]
     summary = bgnbd_summary(order_table(dataset.transactions, before=cutoff), stamp)
     fitted = Baseline.fit(summary)
@@ -154,12 +180,21 @@ def log_model(
     settings: Settings,
     workdir: Path,
 ) -> dict[str, Any]:
-    """One MLflow run: params, metrics, charts, data fingerprint, registered model, alias."""
+    """One MLflow run: params, metrics, charts, data fingerprint, registered model, alias.
+
+    A version is registered once per training (``context["training_key"]``): a rerun of the
+    same training, or one after a kill, finds it and logs nothing again (R1, R3).
+    """
     tracker = tracker_for(settings, workdir)
     name = REGISTERED[kind]
+    key = context["training_key"]
+    registered = tracker.version_tagged(name, TRAINING_KEY, key)
+    if registered is not None:
+        return _registered_before(tracker, kind, registered, result, heldout, context)
     champion = _champion(tracker, kind, heldout)  # scored before this version registers
     part = getattr(models, BUNDLES[kind][0])
     tags = {
+        TRAINING_KEY: key,
         "feature_service": SERVICES[kind],
         "heldout_cutoff": context["heldout_cutoff"],
         "training_cutoffs": as_json(context["training_cutoffs"]),
@@ -177,15 +212,7 @@ def log_model(
             extra = save_parts(models, kind, Path(tmp))
             example = feature_frame(heldout, part.features)
             version = run.log_booster(part.booster, name, example, tags, extra)
-        decided = DECIDING_METRIC[kind]
-        promotion = tracker.promote(
-            name,
-            version,
-            metric=decided,
-            new_value=result.metrics[decided],
-            champion=champion,
-            cutoff=context["heldout_cutoff"],
-        )
+        promotion = _promote(tracker, kind, version, result, champion, context)
         run.set_tags({"registered_version": version, "promotion": promotion.alias})
     return {
         "model": name,
@@ -195,6 +222,60 @@ def log_model(
         "run_id": run.run_id,
         "metrics": result.metrics,
     }
+
+
+def _registered_before(
+    tracker: Tracker,
+    kind: str,
+    version: str,
+    result: Backtest,
+    heldout: pd.DataFrame,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """What :func:`log_model` returns for a version this training registered already.
+
+    A run killed after registering but before the promotion was decided is promoted now.
+    """
+    name = REGISTERED[kind]
+    tags = tracker.version_tags(name, version)
+    if "promotion" not in tags:
+        if tracker.champion_version(name) == version:  # the alias was set, the tag was not
+            alias, reason = CHAMPION, "promoted by an interrupted run of this training"
+            tracker.tag_version(name, version, {"promotion": alias, "promotion_reason": reason})
+        else:
+            champion = _champion(tracker, kind, heldout)
+            done = _promote(tracker, kind, version, result, champion, context)
+            alias, reason = done.alias, done.reason
+        tags = tags | {"promotion": alias, "promotion_reason": reason}
+    return {
+        "model": name,
+        "version": version,
+        "alias": tags["promotion"],
+        "reason": tags["promotion_reason"],
+        "run_id": tracker.version_run(name, version),
+        "metrics": result.metrics,
+        "registered_before": True,
+    }
+
+
+def _promote(
+    tracker: Tracker,
+    kind: str,
+    version: str,
+    result: Backtest,
+    champion: tuple[str, float | None] | None,
+    context: dict[str, Any],
+) -> Promotion:
+    """Make ``version`` champion if it beats ``champion`` on the deciding metric."""
+    decided = DECIDING_METRIC[kind]
+    return tracker.promote(
+        REGISTERED[kind],
+        version,
+        metric=decided,
+        new_value=result.metrics[decided],
+        champion=champion,
+        cutoff=context["heldout_cutoff"],
+    )
 
 
 def _champion(
@@ -228,18 +309,24 @@ def end_abandoned_runs(settings: Settings, workdir: Path) -> list[str]:
 @flow(name="ltv-train")
 def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     """Train, evaluate against the baselines, track and register the three models."""
+    end_abandoned_flow_runs()  # runs a killed process left Running (R5)
     settings = get_settings()
     end_abandoned_runs(settings, workdir)  # runs of a training that was killed (R2)
+    prune_cache(workdir, settings.cache.keep_days)
+    digest = data_fingerprint.submit(data, settings.ingest.encoding)
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    lineage = dataset_lineage(settings, digest.result())
     cutoffs = _cutoffs(dataset, as_of, settings)
     horizon = settings.train.horizon_days
+    build = cached(build_snapshot, workdir, settings, "as_of", "lineage")
+    outcomes = cached(labels_at, workdir, settings, "cutoff", "horizon_days", "lineage")
     entity_rows, label_frames = [], []
     for cutoff in cutoffs:
-        snapshot = build_snapshot(dataset, cutoff)
+        snapshot = build(dataset, cutoff, lineage)
         write_snapshot(snapshot, workdir, cutoff)
         buyers = snapshot.loc[snapshot["orders_total"] > 0, ["customer_id", "as_of"]]
         entity_rows.append(buyers.rename(columns={"as_of": "event_timestamp"}))
-        label_frames.append(labels_at(dataset, cutoff, horizon))
+        label_frames.append(outcomes(dataset, cutoff, horizon, lineage))
     apply_repo(workdir, settings.env)
     entities = pd.concat(entity_rows, ignore_index=True)
     labels = pd.concat(label_frames, ignore_index=True)
@@ -250,20 +337,27 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
             f"(they need {settings.train.maturity_days} days; the data end "
             f"{dataset.transactions['ordered_at'].max():%Y-%m-%d}): use an earlier --as-of"
         )
-    frame = training_frame(entities, labels, workdir, settings.env, SERVICES["churn"])
+    rows = digest_of(lineage, cutoffs, horizon)  # the entities and labels above
+    frame = cached(training_frame, workdir, settings, "service", "lineage")(
+        entities, labels, workdir, settings.env, SERVICES["churn"], rows
+    )
     last = (frame["cutoff"] == frame["cutoff"].max()).to_numpy()
     held_out = evaluation_customers(frame["customer_id"], EVALUATION_SHARE, settings.seed)
     train_rows, heldout = frame[~last & ~held_out], frame[last & held_out]
+    split = digest_of(rows, EVALUATION_SHARE, settings.seed)  # train_rows and heldout
     config = train_config(settings)
-    models = fit(train_rows, config)
+    models = cached(fit, workdir, settings, "config", "lineage")(train_rows, config, split)
     predictions = predict(models, heldout)
-    bgnbd = baselines(dataset, heldout, cutoffs[-1])
+    bgnbd = cached(baselines, workdir, settings, "cutoff", "lineage")(
+        dataset, heldout, cutoffs[-1], split
+    )
     context = {
         "as_of": str(as_of),
         "heldout_cutoff": str(cutoffs[-1]),
         "evaluation_share": EVALUATION_SHARE,
         "training_cutoffs": [str(c) for c in cutoffs[:-1]],
         "snapshots": str(snapshot_dir(workdir)),
+        "training_key": digest_of(split, config, as_of, code_digest()),
         "params": {
             "horizon_days": horizon,
             "training_rows": len(train_rows),

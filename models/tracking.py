@@ -361,7 +361,7 @@ class Tracker:
         if version is None:
             return None
         booster, files = self.load_bundle(name, version)
-        run_id = str(self.client.get_model_version(name, version).run_id)
+        run_id = self.version_run(name, version)
         params = dict(self.client.get_run(run_id).data.params)
         return Registered(name, version, run_id, params, booster, files)
 
@@ -401,6 +401,15 @@ class Tracker:
         if any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in extra.glob("*")):
             raise ValueError(f"{uri} carries a pickled file; refusing to load it")
         return lgb.Booster(model_file=str(data)), extra
+
+    def version_tagged(self, name: str, tag: str, value: str) -> str | None:
+        """The first version of ``name`` whose tag ``tag`` is ``value``, if any."""
+        found = self.client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
+        return str(min(int(v.version) for v in found)) if found else None
+
+    def version_run(self, name: str, version: str) -> str:
+        """The id of the run that logged one registered model version."""
+        return str(self.client.get_model_version(name, version).run_id)
 
     def version_tags(self, name: str, version: str) -> dict[str, str]:
         """The tags of one registered model version."""

@@ -49,3 +49,59 @@ def ltv_at_once(prefect_harness):
         return done
 
     return run
+
+
+def kill_after(args: tuple[str, ...], after: str, timeout: float = 300) -> int:
+    """Run ``ltv *args``; SIGKILL it once a task whose name starts with ``after`` completed.
+
+    The flow run is watched through the session's Prefect API. Returns the exit code
+    (``-SIGKILL`` when the kill came in time).
+    """
+    import signal
+    import time
+
+    import pandas as pd
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    since = pd.Timestamp.now(tz="UTC")
+    command, env = _command(args, None)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while process.poll() is None and time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            done = runs and any(
+                t.name.startswith(after) and t.state is not None and t.state.is_completed()
+                for t in client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id={"any_": [runs[0].id]})
+                )
+            )
+            if done:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    process.wait(timeout=60)
+    if process.returncode != -signal.SIGKILL and process.stderr is not None:
+        sys.stderr.write(process.stderr.read().decode(errors="replace"))  # why it ended early
+    return process.returncode
+
+
+def running_flow_runs() -> list[str]:
+    """The names of the flow runs the session's Prefect API shows Running."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    with get_client(sync_client=True) as client:
+        return [r.name for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=running))]

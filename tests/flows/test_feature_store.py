@@ -40,7 +40,7 @@ def repo(tmp_path_factory):
     dataset = load_dataset(work / "data")
     snapshots = {}
     for day in DATES:
-        snapshot = build_snapshot.fn(dataset, day)
+        snapshot = build_snapshot.fn(dataset, day, lineage="")
         snapshot_path(work, day).parent.mkdir(parents=True, exist_ok=True)
         snapshot.to_parquet(snapshot_path(work, day), index=False)
         snapshots[day] = snapshot.set_index("customer_id")

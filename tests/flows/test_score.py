@@ -464,42 +464,15 @@ def test_unusable_input_is_not_retried(tmp_path):
 def test_a_scoring_killed_after_a_task_then_rerun_leaves_the_same_bytes(scored, after):
     """R1: SIGKILL once ``after`` has finished; a rerun writes what an uninterrupted run did."""
     import signal
-    import time
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
-    from prefect.client.schemas.sorting import FlowRunSort
+    from .conftest import kill_after, running_flow_runs
 
-    from .conftest import _command
-
-    since = pd.Timestamp.now(tz="UTC")
     args = ("score", "--data", str(scored["data"]), "--as-of", str(AS_OF))
-    command, env = _command(
-        (*args, "--budget", str(BUDGET), "--workdir", str(scored["work"])), None
-    )
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    with get_client(sync_client=True) as client:
-        while process.poll() is None and time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=1,
-            )
-            done = runs and any(
-                t.name.startswith(after) and t.state is not None and t.state.is_completed()
-                for t in client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id={"any_": [runs[0].id]})
-                )
-            )
-            if done:
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, process.stderr.read() if process.stderr else ""
+    code = kill_after((*args, "--budget", str(BUDGET), "--workdir", str(scored["work"])), after)
+    assert code == -signal.SIGKILL
     again = score(data=scored["data"], as_of=AS_OF, workdir=scored["work"], budget=BUDGET)
     assert again["run_id"] == scored["first"]["run_id"]
     assert _digests(scored["work"], AS_OF) == scored["digests"]
     leftovers = [p for kind in ("scores", "exports") for p in (scored["work"] / kind).glob(".*")]
     assert leftovers == []
+    assert running_flow_runs() == []  # the killed run was marked Crashed by the rerun (R5)
