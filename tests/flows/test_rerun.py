@@ -166,3 +166,42 @@ def test_a_training_killed_after_a_task_then_rerun_is_the_uninterrupted_one(
     assert _models(work) == reference["models"]  # same boosters, one version each
     assert "RUNNING" not in _runs_by_status(work)
     assert running_flow_runs() == []
+
+
+def test_io_errors_in_training_storage_and_tracking_are_retried_and_change_nothing(
+    reference, tmp_path, monkeypatch
+):
+    """R2: a full disk under a snapshot write and an unreachable MLflow, once each: same models."""
+    import flows.features
+    import flows.train
+
+    def once(real, error):
+        failed = []
+
+        def flaky(*args, **kwargs):
+            if not failed:
+                failed.append(True)
+                raise error
+            return real(*args, **kwargs)
+
+        return flaky
+
+    disk_full = OSError(28, "No space left on device (injected)")
+    monkeypatch.setattr(
+        flows.features, "write_parquet", once(flows.features.write_parquet, disk_full)
+    )
+    unreachable = ConnectionError("MLflow server unreachable (injected)")
+    monkeypatch.setattr(flows.train, "tracker_for", once(flows.train.tracker_for, unreachable))
+    work = tmp_path / "work"
+    state = train(data=reference["data"], as_of=AS_OF, workdir=work, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+        )
+    attempts = {r.name.rsplit("-", 1)[0]: 0 for r in runs}
+    for run in runs:
+        name = run.name.rsplit("-", 1)[0]
+        attempts[name] = max(attempts[name], run.run_count)
+    assert attempts["write-snapshot"] == 2 and attempts["end-abandoned-runs"] == 2
+    assert _models(work) == reference["models"]
