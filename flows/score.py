@@ -543,7 +543,8 @@ def score(
     scored, matrix = score_table(snapshot, champions, previous, restock, bands)
     # The reasons beside the tiers: neither reads the other.
     explain = cached(reason_table, workdir, settings, "lineage")
-    why = explain.submit(snapshot, champions, matrix, digest_of(lineage, champions.label))
+    models = [(r.name, r.version, r.run_id) for r in champions.versions.values()]
+    why = explain.submit(snapshot, champions, matrix, digest_of(lineage, models))
     del matrix
     scored = with_baseline(scored, baseline.result())
     coupons, facts = coupon_tiers(
