@@ -89,6 +89,15 @@ class ScheduleSettings(BaseModel):
     retraining_cron: str = Field("0 2 * * 1", description="weekly retraining: Monday 02:00")
 
 
+class DaskSettings(BaseModel):
+    """``--runner dask``: the local cluster started without ``--dask-address``, and partitions."""
+
+    n_workers: int = Field(2, ge=1, description="workers of the local cluster (processes)")
+    threads_per_worker: int = Field(1, ge=1, description="threads of each local worker")
+    partitions: int = Field(4, ge=1, description="customer partitions of features and scoring")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to reach --dask-address")
+
+
 class MlflowSettings(BaseModel):
     """Where runs and registered models go."""
 
@@ -130,6 +139,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     mlflow: MlflowSettings = MlflowSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -33,8 +33,9 @@ from features.dataset import Dataset
 from features.io import InputError
 from features.orders import order_table
 from flows import feature_store
+from flows.dask import dask_client, fit_on_cluster
 from flows.data import STORAGE_RETRIES, load_data, rules_from
-from flows.features import apply_repo, build_snapshot, write_snapshot
+from flows.features import apply_repo, snapshot_on_runner, write_snapshot
 from flows.settings import Settings, get_settings
 from models.backtest import DECIDING_METRIC, Backtest, backtest, deciding_score
 from models.btyd import Baseline, bgnbd_summary
@@ -235,7 +236,7 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     horizon = settings.train.horizon_days
     entity_rows, label_frames = [], []
     for cutoff in cutoffs:
-        snapshot = build_snapshot(dataset, cutoff)
+        snapshot = snapshot_on_runner(dataset, cutoff)
         write_snapshot(snapshot, workdir, cutoff)
         buyers = snapshot.loc[snapshot["orders_total"] > 0, ["customer_id", "as_of"]]
         entity_rows.append(buyers.rename(columns={"as_of": "event_timestamp"}))
@@ -255,7 +256,10 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     held_out = evaluation_customers(frame["customer_id"], EVALUATION_SHARE, settings.seed)
     train_rows, heldout = frame[~last & ~held_out], frame[last & held_out]
     config = train_config(settings)
-    models = fit(train_rows, config)
+    if dask_client() is None:
+        models = fit(train_rows, config)
+    else:  # --runner dask: LightGBM's Dask interface
+        models = fit_on_cluster(train_rows, config, settings.dask.partitions)
     predictions = predict(models, heldout)
     bgnbd = baselines(dataset, heldout, cutoffs[-1])
     context = {
