@@ -62,7 +62,8 @@ def train_models_dask(
         model: Any = (DaskLGBMClassifier if objective == "binary" else DaskLGBMRegressor)(
             client=client, objective=objective, n_estimators=config.max_rounds, **params
         )
-        model.fit(data[names], data["_y"])
+        with client.as_current():  # LightGBM waits on the parts through the default client
+            model.fit(data[names], data["_y"])
         valid_x = x_valid[rows[1]]
         booster = _best(model.booster_, valid_x, y_valid, objective)
         if objective == "binary":
