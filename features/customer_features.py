@@ -49,7 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.codes import arrow_text, encode
+from features.codes import arrow_text, encode, lookup
 from features.contracts import NS_PER_DAY, TEXT, TOUCH_CHANNELS, cutoff_timestamp
 from features.duck import query_arrow
 from features.families import FAMILIES, feature_columns, kinds
@@ -57,8 +57,12 @@ from features.families import FAMILIES, feature_columns, kinds
 __all__ = [
     "CustomerTables",
     "LifecycleThresholds",
+    "Population",
+    "PopulationPart",
+    "category_names",
     "build_features",
     "customer_tables",
+    "combine_population",
     "due_categories",
     "sanitize_channel",
 ]
@@ -141,6 +145,8 @@ class _Part:
     #: The orders (``order_*`` of ``_order_block``), when the lines were read to keep them.
     orders: dict[str, np.ndarray] = field(default_factory=dict)
     run_outs: _RunOuts | None = None
+    #: Every cycle per pack by category name (``collect``): a population median's inputs.
+    cycles: tuple[pa.Array, np.ndarray] | None = None
 
 
 @dataclass
@@ -318,6 +324,14 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _ranks_in(population: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`_average_ranks` of ``values`` among ``population`` (sorted, holding them all)."""
+    sorted_values = np.asarray(values, dtype=np.float64)
+    left = np.searchsorted(population, sorted_values, side="left")
+    right = np.searchsorted(population, sorted_values, side="right")
+    return (left + 1).astype(np.float64) + (right - left - 1) / 2.0
+
+
 def _small_int(count: int) -> type[np.integer]:
     """The smallest unsigned type holding ``0..count-1`` (NumPy radix-sorts 8 and 16 bits)."""
     return np.uint8 if count <= 1 << 8 else np.uint16 if count <= 1 << 16 else np.int64
@@ -412,19 +426,32 @@ def _hash_order_ids(transactions: pd.DataFrame, t: np.ndarray, cut: int) -> np.n
     return out.column("h").to_numpy().view(np.int64)
 
 
-def _lines(tx: pd.DataFrame, cut: int, *, orders: bool = True, keep_orders: bool = False) -> _Lines:
+def _lines(
+    tx: pd.DataFrame,
+    cut: int,
+    *,
+    orders: bool = True,
+    keep_orders: bool = False,
+    categories: tuple[str, ...] | None = None,
+) -> _Lines:
     """The lines before ``cut`` and the columns the transaction families read (``ci`` empty).
 
     Without ``orders`` only what the purchase lines need is read (no order id hashes, no
     discounts): enough for the run-outs of ``due_categories``. With ``keep_orders`` the blocks
-    hand back the orders too.
+    hand back the orders too. ``categories`` codes the categories (default: in order of
+    appearance), so that a partition sums a customer's categories in the whole data's order.
     """
     t = _ns(tx["ordered_at"])
     rows = np.flatnonzero((t != _NAT) & (t < cut))
     cat = qty = dictionary = None
     n_categories = 0
     if "category" in tx.columns:
-        (cat,), dictionary = encode([arrow_text(tx["category"])])
+        if categories is None:
+            (cat,), dictionary = encode([arrow_text(tx["category"])])
+        else:
+            dictionary = pa.array(categories, pa.large_string())
+            at = lookup(arrow_text(tx["category"]), dictionary)
+            cat = np.where(np.isnan(at), len(dictionary), at).astype(np.int32)
         n_categories = len(dictionary)
         if "quantity" in tx.columns:
             quantity = tx["quantity"]
@@ -480,24 +507,38 @@ def _transaction_part(
     cut: int,
     th: LifecycleThresholds,
     pool: ThreadPoolExecutor,
+    given: Population | None = None,
+    collect: bool = False,
 ) -> _Part:
     """Every transaction family for the customers with a line before ``cut`` (the buyers).
 
     Joins the blocks' per-customer results; what needs every customer (population medians, rank
-    scores) comes after, on one value per customer or category.
+    scores) comes after, on one value per customer or category: from these customers, or from
+    ``given`` (the population of every partition, :func:`combine_population`).
     """
     found = _joined(blocks)
     has_discount, categories = lines.discount is not None, lines.categories
     n_categories = lines.n_categories
     lines.clear()
     cycles = found.pop("cycle", np.zeros(0)), found.pop("cycle_cat", np.zeros(0, _I64))
-    population = pool.submit(_group_medians, cycles[1], cycles[0], n_categories)
-    del cycles
+    population = (
+        None
+        if given is not None
+        else pool.submit(_group_medians, cycles[1], cycles[0], n_categories)
+    )
     kept = {name: found.pop(name) for name in list(found) if name.startswith("order_")}
-    part = _order_part(found, cut, th, has_discount)
+    part = _order_part(found, cut, th, has_discount, given)
     part.orders = kept
+    if collect and categories is not None:
+        part.cycles = (categories.take(pa.array(cycles[1])), cycles[0])
+    del cycles
     if categories is not None:
-        _category_part(part, found, population.result(), cut, categories)
+        medians = (
+            np.array([given.cycles.get(c, np.nan) for c in categories.to_pylist()])
+            if population is None and given is not None
+            else population.result()  # type: ignore[union-attr]
+        )
+        _category_part(part, found, medians, cut, categories)
     return part
 
 
@@ -700,9 +741,16 @@ def _group_medians(group: np.ndarray, values: np.ndarray, count: int) -> np.ndar
 
 
 def _order_part(
-    found: dict[str, np.ndarray], cut: int, th: LifecycleThresholds, has_discount: bool
+    found: dict[str, np.ndarray],
+    cut: int,
+    th: LifecycleThresholds,
+    has_discount: bool,
+    given: Population | None = None,
 ) -> _Part:
-    """RFM, intervals, scores, segment and stage of the buyers, from the blocks' sums."""
+    """RFM, intervals, scores, segment and stage of the buyers, from the blocks' sums.
+
+    The population median gap and the rank scores are among these buyers, or ``given``.
+    """
     who = found.get("who", np.zeros(0, _I64))
     k = len(who)
     if k == 0:
@@ -741,7 +789,10 @@ def _order_part(
     part.floats["gap_cv"] = std / np.where(mean > 0, mean, np.nan)
     part.floats["last_gap_days"] = get("last_gap_days")
     # Typical gap: own median gap shrunk toward the population's (customers with a gap).
-    pop = _median(median[has_gap]) if has_gap.any() else np.nan
+    if given is not None:
+        pop = given.gap_median_days
+    else:
+        pop = _median(median[has_gap]) if has_gap.any() else np.nan
     typical = (n_gaps * np.where(has_gap, median, 0.0) + GAP_PRIOR_GAPS * pop) / (
         n_gaps + GAP_PRIOR_GAPS
     )
@@ -751,12 +802,14 @@ def _order_part(
 
     # RFM scores (1-5 by average rank among buyers) and segment; lifecycle stage.
     scores = {}
+    buyers = k if given is None else given.buyers
     for name, values in (
         ("r_score", -days_last),
         ("f_score", orders_365),
         ("m_score", part.floats["spend_365d"]),
     ):
-        scores[name] = np.floor(5 * (_average_ranks(values) - 1) / max(k, 1)).astype(_I64) + 1
+        ranks = _average_ranks(values) if given is None else _ranks_in(given.rfm[name], values)
+        scores[name] = np.floor(5 * (ranks - 1) / max(buyers, 1)).astype(_I64) + 1
     part.ints |= scores
     recent, frequent = scores["r_score"] >= 3, scores["f_score"] >= 4
     valuable = scores["m_score"] >= 4
@@ -863,8 +916,10 @@ def _beta_prior(responses: np.ndarray, touches: np.ndarray) -> tuple[float, floa
     return WEAK_PRIOR_STRENGTH * pooled, WEAK_PRIOR_STRENGTH * (1 - pooled)
 
 
-def _smoothed(responses: np.ndarray, touches: np.ndarray) -> np.ndarray:
-    alpha, beta = _beta_prior(responses, touches)
+def _smoothed(
+    responses: np.ndarray, touches: np.ndarray, prior: tuple[float, float] | None = None
+) -> np.ndarray:
+    alpha, beta = _beta_prior(responses, touches) if prior is None else prior
     return (responses + alpha) / (touches + alpha + beta)
 
 
@@ -890,8 +945,13 @@ class _Touches:
     seen: set[str]
 
 
-def _touches_before(touches: pd.DataFrame, cut: int) -> _Touches:
-    """The touches sent before ``cut``; channel columns: the contract's, then others seen."""
+def _touches_before(
+    touches: pd.DataFrame, cut: int, seen: frozenset[str] | None = None
+) -> _Touches:
+    """The touches sent before ``cut``; channel columns: the contract's, then others seen.
+
+    ``seen``: the channels every partition's touches name (default: those of ``touches``).
+    """
     sent = _ns(touches["sent_at"])
     before = (sent != _NAT) & (sent < cut)
     recent = np.flatnonzero(before & (sent >= cut - 180 * NS_PER_DAY))
@@ -899,7 +959,7 @@ def _touches_before(touches: pd.DataFrame, cut: int) -> _Touches:
     raw = dictionary.to_pylist()
     used = np.bincount(index[before], minlength=len(raw) + 1)[: len(raw)] > 0
     mapping = {v: sanitize_channel(v) for v, u in zip(raw, used, strict=True) if u}
-    names = set(mapping.values())
+    names = set(mapping.values()) if seen is None else set(seen)
     channels = list(TOUCH_CHANNELS) + sorted(names - set(TOUCH_CHANNELS))
     position = {name: i for i, name in enumerate(channels)}
     of_raw = np.array([position[mapping[v]] if v in mapping else -1 for v in raw] + [-1])
@@ -930,14 +990,23 @@ def _touches_before(touches: pd.DataFrame, cut: int) -> _Touches:
 
 
 def _touch_features(
-    tb: _Touches, ci: np.ndarray, cut: int, rows: np.ndarray, n: int, has_coupon: bool
+    tb: _Touches,
+    ci: np.ndarray,
+    cut: int,
+    rows: np.ndarray,
+    n: int,
+    has_coupon: bool,
+    priors: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Counts, smoothed rates and best channel of the known customers ``rows`` (codes).
 
     ``ci`` are the customer codes of the touches. A customer without touches has zero counts
     and the prior mean as rates; a channel with no touch at all before the cutoff has no prior
-    to fit: its rate is null.
+    to fit: its rate is null. The priors are fitted on these customers, or ``priors`` (by
+    :data:`_PRIOR_KEYS` name: every partition's, :func:`combine_population`). The coupon
+    responses come back too, as ``_coupon_responses`` (not a feature).
     """
+    prior = (priors or {}).get
     m = len(rows)
     slot = np.zeros(n, _I64)
     slot[rows] = np.arange(m)
@@ -950,7 +1019,9 @@ def _touch_features(
         "touches_180d": np.bincount(row, minlength=m),
         "responses_180d": _counts(row, tb.responded, m),
     }
-    new["response_rate_180d"] = _smoothed(new["responses_180d"], new["touches_180d"])
+    new["response_rate_180d"] = _smoothed(
+        new["responses_180d"], new["touches_180d"], prior("response_rate_180d")
+    )
     new["days_since_last_response"] = np.where(last != _NAT, (cut - last) / _DAY, np.nan)
     channels = tb.channels
     width = len(channels)
@@ -961,7 +1032,8 @@ def _touch_features(
     rates = np.full((m, width), -np.inf)
     for i, ch in enumerate(channels):
         n_c, k_c = n_all[:, i].copy(), k_all[:, i].copy()
-        rate = _smoothed(k_c, n_c) if ch in tb.seen else np.full(m, np.nan)
+        seen = ch in tb.seen
+        rate = _smoothed(k_c, n_c, prior(f"response_rate_{ch}")) if seen else np.full(m, np.nan)
         new[f"touches_180d_{ch}"] = n_c
         new[f"responses_180d_{ch}"] = k_c
         new[f"response_rate_{ch}"] = rate
@@ -975,7 +1047,8 @@ def _touch_features(
         n_cp = _counts(row, tb.coupon, m)
         k_cp = _counts(row, tb.coupon & tb.responded, m)
         new["coupon_touches_180d"] = n_cp
-        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp)
+        new["_coupon_responses"] = k_cp
+        new["coupon_response_rate_180d"] = _smoothed(k_cp, n_cp, prior("coupon_response_rate_180d"))
     return new
 
 
@@ -1079,12 +1152,136 @@ def build_features(
 
 
 @dataclass(frozen=True)
+class PopulationPart:
+    """What the features of one partition of the customers give toward the population's values.
+
+    Customers (and all their rows) belong to one partition. ``gap_medians``: the median gap of
+    each buyer with two orders or more; ``rfm``: the values each rank score ranks (buyers);
+    ``cycles``: every cycle per pack with its category name; ``ids``: the known customers, in
+    ``customer_id`` order, with ``counts``: their responses and touches per smoothed rate (by
+    column name); ``channels``: the channels the touches before the cutoff name.
+    """
+
+    gap_medians: np.ndarray
+    rfm: dict[str, np.ndarray]
+    cycles: tuple[pa.Array, np.ndarray] | None
+    ids: pa.Array
+    counts: dict[str, tuple[np.ndarray, np.ndarray]]
+    channels: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Population:
+    """The values features take from every customer at once (:func:`combine_population`).
+
+    Given to :func:`customer_tables` of one partition of the customers, they make its rows
+    exactly those of the same customers built from all the data together.
+    """
+
+    gap_median_days: float
+    rfm: dict[str, np.ndarray]  # sorted
+    buyers: int
+    cycles: dict[str, float]
+    priors: dict[str, tuple[float, float]]
+    channels: frozenset[str]
+    categories: tuple[str, ...] | None
+
+
+def category_names(transactions: pd.DataFrame) -> tuple[str, ...] | None:
+    """The categories of all the lines in order of appearance (``None`` without the column).
+
+    The order the features code them in: a customer's categories are summed in it.
+    """
+    if "category" not in transactions.columns:
+        return None
+    _, dictionary = encode([arrow_text(transactions["category"])])
+    return tuple(dictionary.to_pylist())
+
+
+def combine_population(
+    parts: list[PopulationPart], categories: tuple[str, ...] | None
+) -> Population:
+    """The population of all partitions: medians, rank values, rate priors, channels.
+
+    Computed as :func:`customer_tables` computes them over all the data at once (the rate
+    priors over the customers in ``customer_id`` order, so even their sums add up alike).
+    ``categories``: :func:`category_names` of all the lines.
+    """
+    gaps = np.concatenate([p.gap_medians for p in parts]) if parts else np.zeros(0)
+    rfm = {
+        name: np.sort(np.concatenate([p.rfm[name] for p in parts]))
+        for name in ("r_score", "f_score", "m_score")
+    }
+    cycles: dict[str, float] = {}
+    found = [p.cycles for p in parts if p.cycles is not None]
+    if found:
+        names = pa.chunked_array([c[0] for c in found], pa.large_string())
+        (codes,), dictionary = encode([names])
+        values = np.concatenate([c[1] for c in found])
+        medians = _group_medians(codes, values, len(dictionary))
+        cycles = dict(zip(dictionary.to_pylist(), medians.tolist(), strict=True))
+    ids = pa.chunked_array([p.ids for p in parts], pa.large_string())
+    order = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, _I64)
+    channels = frozenset().union(*(p.channels for p in parts))
+    priors = {}
+    fitted = {"response_rate_180d", "coupon_response_rate_180d"}
+    fitted |= {f"response_rate_{ch}" for ch in channels}  # a channel never used has no prior
+    for key in sorted({k for p in parts for k in p.counts} & fitted):
+        pairs = [p.counts.get(key) or (np.zeros(len(p.ids)),) * 2 for p in parts]
+        responses = np.concatenate([r for r, _ in pairs])[order]
+        touched = np.concatenate([t for _, t in pairs])[order]
+        priors[key] = _beta_prior(responses, touched)
+    return Population(
+        _median(gaps) if len(gaps) else np.nan,
+        rfm,
+        sum(len(p.rfm["r_score"]) for p in parts),
+        cycles,
+        priors,
+        channels,
+        categories,
+    )
+
+
+def _population_part(
+    tx: _Part, touch: dict[str, np.ndarray], tb: _Touches | None, ids: pa.Array
+) -> PopulationPart:
+    """This partition's :class:`PopulationPart` (``ids``: the known customers, in order)."""
+    n = tx.ints.get("orders_total", np.zeros(0, _I64))
+    counts = {}
+    if tb is not None:
+        counts["response_rate_180d"] = (touch["responses_180d"], touch["touches_180d"])
+        for ch in tb.channels:
+            counts[f"response_rate_{ch}"] = (
+                touch[f"responses_180d_{ch}"],
+                touch[f"touches_180d_{ch}"],
+            )
+        if "_coupon_responses" in touch:
+            counts["coupon_response_rate_180d"] = (
+                touch["_coupon_responses"],
+                touch["coupon_touches_180d"],
+            )
+    return PopulationPart(
+        gap_medians=tx.floats.get("gap_median_days", np.zeros(0))[n > 1],
+        rfm={
+            "r_score": -tx.floats.get("days_since_last_order", np.zeros(0)),
+            "f_score": tx.ints.get("orders_365d", np.zeros(0, _I64)).astype(np.float64),
+            "m_score": tx.floats.get("spend_365d", np.zeros(0)),
+        },
+        cycles=tx.cycles,
+        ids=ids,
+        counts=counts,
+        channels=frozenset(tb.seen) if tb is not None else frozenset(),
+    )
+
+
+@dataclass(frozen=True)
 class CustomerTables:
     """What one pass over the lines gives at a cutoff (see :func:`customer_tables`)."""
 
     features: pd.DataFrame
     orders: pd.DataFrame | None = None
     due: pd.DataFrame | None = None
+    population: PopulationPart | None = None
 
 
 def customer_tables(
@@ -1096,6 +1293,8 @@ def customer_tables(
     lifecycle: LifecycleThresholds | None = None,
     orders: bool = False,
     due_within_days: int | None = None,
+    population: Population | None = None,
+    collect: bool = False,
 ) -> CustomerTables:
     """``build_features``, and from the same grouping of the lines the orders and reminders.
 
@@ -1121,6 +1320,11 @@ def customer_tables(
             may come in another order).
         due_within_days: Also return ``due``: ``due_categories(transactions, as_of=as_of,
             within_days=due_within_days)``, from the run-outs the features count.
+        population: For the tables of one partition of the customers (each customer's rows
+            all in it): the values that need every customer (population median gap and
+            cycles, rank scores, rate priors, channels) from :func:`combine_population` of
+            every partition's ``collect``; the rows are then those of the whole data's tables.
+        collect: Also return ``population``: this partition's :class:`PopulationPart`.
     """
     if due_within_days is not None:
         _check_window(due_within_days)
@@ -1133,8 +1337,15 @@ def customer_tables(
     with ThreadPoolExecutor(_THREADS) as pool:
         # The text columns first, all at once: customer ids, order ids, categories, channels.
         coding = pool.submit(_customer_codes, *(t["customer_id"] for t in tables))
-        reading = pool.submit(_lines, transactions, cut, keep_orders=orders)
-        touching = pool.submit(_touches_before, touches, cut) if touches is not None else None
+        reading = pool.submit(
+            _lines,
+            transactions,
+            cut,
+            keep_orders=orders,
+            categories=population.categories if population is not None else None,
+        )
+        seen = population.channels if population is not None else None
+        touching = pool.submit(_touches_before, touches, cut, seen) if touches is not None else None
         codes, ids, by_id = coding.result()
         n = len(ids)
         lines = reading.result()
@@ -1160,14 +1371,16 @@ def customer_tables(
         rows = by_id[known[by_id]]  # the known customers' codes, in customer_id order
         pa.default_memory_pool().release_unused()  # the text phase's transient Arrow buffers
         has_coupon = touches is not None and "coupon_value" in touches.columns
+        priors = population.priors if population is not None else None
         counting = (
-            pool.submit(_touch_features, tb, touch_codes, cut, rows, n, has_coupon)
+            pool.submit(_touch_features, tb, touch_codes, cut, rows, n, has_coupon, priors)
             if tb is not None
             else None
         )
-        tx = _transaction_part(blocks, lines, cut, lifecycle, pool)
+        tx = _transaction_part(blocks, lines, cut, lifecycle, pool, population, collect)
         touch = counting.result() if counting is not None else {}
     channels = tb.channels if tb is not None else []
+    part = _population_part(tx, touch, tb, ids.take(pa.array(rows))) if collect else None
     columns = _columns(tx, touch, channels, rows, ids, joined[rows], cutoff, cut)
     if customers is not None:
         _attributes(columns, customers, customer_codes, rows)
@@ -1182,7 +1395,7 @@ def customer_tables(
             else _due_frame()
         )
     kept = _order_frame(tx.orders, ids, by_id, rows, tz) if orders else None
-    return CustomerTables(features, kept, due)
+    return CustomerTables(features, kept, due, part)
 
 
 def _columns(

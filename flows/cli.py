@@ -37,8 +37,13 @@ Workdir = Annotated[
 ]
 DataDir = Annotated[Path, typer.Option("--data", help="Directory with the input tables.")]
 AsOf = Annotated[str, typer.Option("--as-of", help="Scoring / cutoff date, YYYY-MM-DD.")]
-Runner = Annotated[str, typer.Option("--runner", help="local or dask.")]
-DaskAddress = Annotated[str | None, typer.Option(help="Dask scheduler address (--runner dask).")]
+Runner = Annotated[
+    str, typer.Option("--runner", help="local, or dask: partitioned by customer on a Dask cluster.")
+]
+DaskAddress = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)."),
+]
 Format = Annotated[
     Literal["parquet", "csv"], typer.Option("--format", help="File format: parquet or csv.")
 ]
@@ -101,12 +106,27 @@ def _quiet_input_error_tracebacks() -> None:
             handler.addFilter(_DropInputErrorTraceback())
 
 
-def _local_only(runner: str) -> None:
-    """``--runner dask`` arrives with the production issue; say so rather than ignore it."""
-    if runner == "dask":
-        _not_yet("--runner dask", 6)
-    if runner != "local":
+def _check_runner(runner: str, address: str | None) -> None:
+    """``--runner`` is local or dask; ``--dask-address`` goes with dask."""
+    if runner not in ("local", "dask"):
         _fail(f"error: --runner takes local or dask, not {runner!r}", EXIT_INPUT)
+    if address and runner != "dask":
+        _fail("error: --dask-address needs --runner dask", EXIT_INPUT)
+
+
+def _on_runner(flow_obj: Any, runner: str, address: str | None) -> Any:
+    """The flow, with a Dask task runner for ``--runner dask`` (the scheduler must answer)."""
+    if runner != "dask":
+        return flow_obj
+    from flows.dask import reachable, task_runner
+    from flows.settings import get_settings
+
+    settings = get_settings()
+    if address:
+        why = reachable(address, settings.dask.connect_timeout)
+        if why is not None:
+            _fail(f"error: --dask-address {address}: no Dask scheduler answers ({why})", EXIT_INPUT)
+    return flow_obj.with_options(task_runner=task_runner(settings, address))
 
 
 def _preflight(data: Path) -> None:
@@ -338,11 +358,12 @@ def features(
     """Build point-in-time features at --as-of and write the snapshot."""
     from flows.features import features as features_flow
 
-    _local_only(runner)
+    _check_runner(runner, dask_address)
     cutoff = _as_of(as_of)
     settings = _settings(workdir)
     _preflight(data)
-    result = _run(lambda: features_flow(data=data, as_of=cutoff, workdir=settings.workdir))
+    run = _on_runner(features_flow, runner, dask_address)
+    result = _run(lambda: run(data=data, as_of=cutoff, workdir=settings.workdir))
     _print_features(result | {"as_of": str(cutoff)})
 
 
@@ -357,11 +378,12 @@ def train(
     """Train churn, next-purchase and value models; track and register them in MLflow."""
     from flows.train import train as train_flow
 
-    _local_only(runner)
+    _check_runner(runner, dask_address)
     cutoff = _as_of(as_of)
     settings = _settings(workdir)
     _preflight(data)
-    result = _run(lambda: train_flow(data=data, as_of=cutoff, workdir=settings.workdir))
+    run = _on_runner(train_flow, runner, dask_address)
+    result = _run(lambda: run(data=data, as_of=cutoff, workdir=settings.workdir))
     _print_training(result)
 
 
@@ -401,14 +423,13 @@ def score(
     """Score every customer; write coupon and recall lists."""
     from flows.score import score as score_flow
 
-    _local_only(runner)
+    _check_runner(runner, dask_address)
     cutoff = _as_of(as_of)
     _check_budget(budget)
     settings = _settings(workdir)
     _preflight(data)
-    result = _run(
-        lambda: score_flow(data=data, as_of=cutoff, workdir=settings.workdir, budget=budget)
-    )
+    run = _on_runner(score_flow, runner, dask_address)
+    result = _run(lambda: run(data=data, as_of=cutoff, workdir=settings.workdir, budget=budget))
     _print_scoring(result)
 
 

@@ -22,6 +22,7 @@ from features.dataset import Dataset
 from features.io import InputError, write_parquet
 from flows import feature_store
 from flows.caching import cached
+from flows.dask import cluster_tables, dask_client
 from flows.data import (
     STORAGE_RETRIES,
     data_fingerprint,
@@ -56,13 +57,15 @@ def snapshot_tables(
     *,
     orders: bool = False,
     due_within_days: int | None = None,
+    built: CustomerTables | None = None,
 ) -> CustomerTables:
     """``customer_tables`` at ``as_of``: the snapshot (with ``created_at``) and what was asked.
 
     ``created_at`` is the values' knowledge time: built from rows strictly before ``as_of``,
     they were knowable at ``as_of`` (Feast leaves out rows created after a training cutoff).
+    ``built``: the tables when already built (by partition on a Dask cluster).
     """
-    tables = customer_tables(
+    tables = built or customer_tables(
         dataset.transactions,
         dataset.touches,
         dataset.customers,
@@ -97,15 +100,41 @@ def write_online(snapshot: pd.DataFrame, workdir: Path, env: str) -> dict[str, A
     return {"written": done.written, "skipped": done.skipped, "customers": done.customers}
 
 
+def snapshot_on_runner(
+    dataset: Dataset, as_of: datetime.date, workdir: Path, lineage: str
+) -> pd.DataFrame:
+    """The snapshot of ``as_of``, by partition of customers on a Dask cluster if the run has one.
+
+    ``--runner dask`` gives the same rows; without a cluster it is the ``build-features`` task,
+    cached on ``lineage`` (the dataset's) and ``as_of`` in ``workdir``.
+    """
+    client = dask_client()
+    if client is None:
+        build = cached(build_snapshot, workdir, get_settings(), "as_of", "lineage")
+        return build(dataset, as_of, lineage)
+    return cluster_snapshot(client, dataset, as_of).features
+
+
+def cluster_snapshot(
+    client: Any,
+    dataset: Dataset,
+    as_of: datetime.date,
+    *,
+    orders: bool = False,
+    due: int | None = None,
+) -> CustomerTables:
+    """:func:`snapshot_tables` built by partition of customers on the Dask cluster."""
+    partitions = get_settings().dask.partitions
+    built = cluster_tables(client, dataset, as_of, partitions, orders=orders, due_within_days=due)
+    return snapshot_tables(dataset, as_of, orders=orders, due_within_days=due, built=built)
+
+
 def register_snapshot(
     dataset: Dataset, as_of: datetime.date, workdir: Path, lineage: str
 ) -> dict[str, Any]:
     """Build, write, apply and serve the snapshot of ``as_of``: the steps every flow shares."""
-    settings = get_settings()
-    env = settings.env
-    snapshot = cached(build_snapshot, workdir, settings, "as_of", "lineage")(
-        dataset, as_of, lineage
-    )
+    env = get_settings().env
+    snapshot = snapshot_on_runner(dataset, as_of, workdir, lineage)
     path = write_snapshot(snapshot, workdir, as_of)
     views = apply_repo(workdir, env)
     online = write_online(snapshot, workdir, env)

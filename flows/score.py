@@ -29,11 +29,13 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 
 from features.contracts import cutoff_timestamp
 from features.dataset import Dataset
 from features.io import InputError
 from flows.caching import cached, digest_of
+from flows.dask import dask_client, predict_by_partition
 from flows.data import (
     STORAGE_RETRIES,
     data_fingerprint,
@@ -42,7 +44,7 @@ from flows.data import (
     prune_cache,
     rules_from,
 )
-from flows.features import snapshot_tables, write_snapshot
+from flows.features import cluster_snapshot, snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
 from flows.runs import end_abandoned_flow_runs
 from flows.settings import Settings, get_settings, release_memory
@@ -66,7 +68,14 @@ from models.scoring import (
     with_baseline,
 )
 from models.tracking import Registered
-from models.training import Models, load_part, model_matrix, models_from_parts, predict
+from models.training import (
+    Models,
+    Predictions,
+    load_part,
+    model_matrix,
+    models_from_parts,
+    predict,
+)
 from models.uplift import (
     estimate_uplift,
     segments,
@@ -204,17 +213,32 @@ def score_table(
     Also returns the buyers' model inputs, which the reasons read (:func:`reason_table`;
     ``None`` when the five models do not share them).
     """
+    _check_features(snapshot, champions)
+    models = champions.models
+    rows = np.flatnonzero(_buyers(snapshot))  # scored and explained where they are: no copy
+    matrix = model_matrix(models, snapshot, rows)  # read by the five boosters and the reasons
+    pred = predict(models, snapshot, matrix, rows)
+    return score_columns(snapshot, pred, previous, due, bands), matrix
+
+
+def _check_features(snapshot: pd.DataFrame, champions: Champions) -> None:
     missing = sorted({f for p in champions.models.parts() for f in p.features} - set(snapshot))
     if missing:
         raise InputError(
             f"the champion models need features the snapshot lacks: {', '.join(missing[:5])}; "
             "retrain with ltv train on this data"
         )
-    models = champions.models
-    buyers = _buyers(snapshot)
-    rows = np.flatnonzero(buyers)  # scored and explained where they are: no copy
-    matrix = model_matrix(models, snapshot, rows)  # read by the five boosters and the reasons
-    scores = model_columns(predict(models, snapshot, matrix, rows), snapshot, buyers, bands)
+
+
+def score_columns(
+    snapshot: pd.DataFrame,
+    pred: Predictions,
+    previous: pd.DataFrame | None,
+    due: pd.DataFrame,
+    bands: RiskBands,
+) -> pd.DataFrame:
+    """:func:`score_table`'s columns from the buyers' predictions ``pred`` (in snapshot order)."""
+    scores = model_columns(pred, snapshot, _buyers(snapshot), bands)
     keys = snapshot[["customer_id", "as_of"]].copy()
     out = pd.concat([keys, scores], axis=1)
     for column in ("rfm_segment", "lifecycle_stage", "best_channel", "days_since_last_order"):
@@ -226,7 +250,33 @@ def score_table(
     out["categories_due_7d"] = align(
         due["categories_due"], due["customer_id"], out["customer_id"]
     ).astype("string")
-    return pd.concat([out, recall_columns(out, snapshot)], axis=1), matrix
+    return pd.concat([out, recall_columns(out, snapshot)], axis=1)
+
+
+class _Done:
+    """A result already there, read like a future's."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def score_on_cluster(
+    client: Any,
+    snapshot: pd.DataFrame,
+    champions: Champions,
+    previous: pd.DataFrame | None,
+    due: pd.DataFrame,
+    bands: RiskBands,
+) -> tuple[pd.DataFrame, _Done]:
+    """:func:`score_table` and :func:`reason_table`, the per-row work by partition on Dask."""
+    _check_features(snapshot, champions)
+    partitions = get_settings().dask.partitions
+    pred, why = predict_by_partition(client, snapshot, champions.models, partitions)
+    scored = score_columns(snapshot, pred, previous, due, bands)
+    return scored, _Done(reason_columns(snapshot, why))
 
 
 @task(name="explain-scores", cache_policy=NO_CACHE)
@@ -241,6 +291,12 @@ def reason_table(
     buyers = _buyers(snapshot)
     booster = champions.models.churn.booster
     why = reasons(booster, snapshot, matrix=matrix, rows=np.flatnonzero(buyers))
+    return reason_columns(snapshot, why)
+
+
+def reason_columns(snapshot: pd.DataFrame, why: pd.DataFrame) -> pd.DataFrame:
+    """``reason_1`` .. ``reason_3`` of every customer from the buyers' reasons ``why``."""
+    buyers = _buyers(snapshot)
     out = pd.DataFrame(index=snapshot.index)
     for column in ("reason_1", "reason_2", "reason_3"):
         text = pd.Series(pd.NA, index=snapshot.index, dtype="string")
@@ -508,7 +564,14 @@ def score(
     dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
     # One pass over the lines gives the snapshot, the orders and the restock reminders; the
     # lines are freed once Prefect has sent the events of the task that read them (~0.5 s).
-    snapshot, orders, restock = scoring_tables(dataset, as_of)
+    client = dask_client()  # --runner dask: features and scores by partition of customers
+    if client is None:
+        snapshot, orders, restock = scoring_tables(dataset, as_of)
+    else:
+        built = cluster_snapshot(client, dataset, as_of, orders=True, due=RESTOCK_DAYS)
+        assert built.orders is not None and built.due is not None  # asked for
+        snapshot, orders, restock = built.features, built.orders, built.due
+        del built
     tz = getattr(dataset.transactions["ordered_at"].dtype, "tz", None)
     touches, customers = _coupon_touches(dataset.touches), dataset.customers
     del dataset
@@ -540,12 +603,16 @@ def score(
     del orders, touches, customers  # held by the tasks that read them, and let go after
     previous = previous_scores(workdir, as_of, ["customer_id", "rfm_segment", "lifecycle_stage"])
     bands = RiskBands(settings.score.risk_high, settings.score.risk_medium)
-    scored, matrix = score_table(snapshot, champions, previous, restock, bands)
-    # The reasons beside the tiers: neither reads the other.
-    explain = cached(reason_table, workdir, settings, "lineage")
-    models = [(r.name, r.version, r.run_id) for r in champions.versions.values()]
-    why = explain.submit(snapshot, champions, matrix, digest_of(lineage, models))
-    del matrix
+    why: PrefectFuture[pd.DataFrame] | _Done
+    if client is None:
+        scored, matrix = score_table(snapshot, champions, previous, restock, bands)
+        # The reasons beside the tiers: neither reads the other.
+        explain = cached(reason_table, workdir, settings, "lineage")
+        models = [(r.name, r.version, r.run_id) for r in champions.versions.values()]
+        why = explain.submit(snapshot, champions, matrix, digest_of(lineage, models))
+        del matrix
+    else:
+        scored, why = score_on_cluster(client, snapshot, champions, previous, restock, bands)
     scored = with_baseline(scored, baseline.result())
     coupons, facts = coupon_tiers(
         scored, snapshot, inputs.result(), policy, budget, as_of, settings.seed

@@ -96,6 +96,15 @@ class CacheSettings(BaseModel):
     keep_days: float = Field(14.0, gt=0, description="entries not written for this long go")
 
 
+class DaskSettings(BaseModel):
+    """``--runner dask``: the local cluster started without ``--dask-address``, and partitions."""
+
+    n_workers: int = Field(2, ge=1, description="workers of the local cluster (processes)")
+    threads_per_worker: int = Field(1, ge=1, description="threads of each local worker")
+    partitions: int = Field(4, ge=1, description="customer partitions of features and scoring")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to reach --dask-address")
+
+
 class MlflowSettings(BaseModel):
     """Where runs and registered models go."""
 
@@ -138,6 +147,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     cache: CacheSettings = CacheSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -34,6 +34,7 @@ from features.io import InputError
 from features.orders import order_table
 from flows import feature_store
 from flows.caching import cached, code_digest, digest_of
+from flows.dask import dask_client, fit_on_cluster
 from flows.data import (
     STORAGE_RETRIES,
     data_fingerprint,
@@ -42,7 +43,7 @@ from flows.data import (
     prune_cache,
     rules_from,
 )
-from flows.features import apply_repo, build_snapshot, write_snapshot
+from flows.features import apply_repo, snapshot_on_runner, write_snapshot
 from flows.runs import end_abandoned_flow_runs
 from flows.settings import Settings, get_settings
 from models.backtest import DECIDING_METRIC, Backtest, backtest, deciding_score
@@ -318,11 +319,10 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     lineage = dataset_lineage(settings, digest.result())
     cutoffs = _cutoffs(dataset, as_of, settings)
     horizon = settings.train.horizon_days
-    build = cached(build_snapshot, workdir, settings, "as_of", "lineage")
     outcomes = cached(labels_at, workdir, settings, "cutoff", "horizon_days", "lineage")
     entity_rows, label_frames = [], []
     for cutoff in cutoffs:
-        snapshot = build(dataset, cutoff, lineage)
+        snapshot = snapshot_on_runner(dataset, cutoff, workdir, lineage)
         write_snapshot(snapshot, workdir, cutoff)
         buyers = snapshot.loc[snapshot["orders_total"] > 0, ["customer_id", "as_of"]]
         entity_rows.append(buyers.rename(columns={"as_of": "event_timestamp"}))
@@ -346,7 +346,11 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     train_rows, heldout = frame[~last & ~held_out], frame[last & held_out]
     split = digest_of(rows, EVALUATION_SHARE, settings.seed)  # train_rows and heldout
     config = train_config(settings)
-    models = cached(fit, workdir, settings, "config", "lineage")(train_rows, config, split)
+    runner = "local" if dask_client() is None else "dask"
+    if runner == "local":
+        models = cached(fit, workdir, settings, "config", "lineage")(train_rows, config, split)
+    else:  # --runner dask: LightGBM's Dask interface
+        models = fit_on_cluster(train_rows, config, settings.dask.partitions)
     predictions = predict(models, heldout)
     bgnbd = cached(baselines, workdir, settings, "cutoff", "lineage")(
         dataset, heldout, cutoffs[-1], split
@@ -357,7 +361,7 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
         "evaluation_share": EVALUATION_SHARE,
         "training_cutoffs": [str(c) for c in cutoffs[:-1]],
         "snapshots": str(snapshot_dir(workdir)),
-        "training_key": digest_of(split, config, as_of, code_digest()),
+        "training_key": digest_of(split, config, as_of, runner, code_digest()),
         "params": {
             "horizon_days": horizon,
             "training_rows": len(train_rows),

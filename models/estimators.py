@@ -38,6 +38,7 @@ from models.treeshap import lightgbm_matrix, predictions
 __all__ = [
     "KEY_COLUMNS",
     "canonical",
+    "design_frames",
     "Calibrator",
     "Classifier",
     "Design",
@@ -256,12 +257,8 @@ class Design:
     @classmethod
     def build(cls, fit: pd.DataFrame, valid: pd.DataFrame, config: TrainConfig) -> Design:
         """Bin the fit rows, and the validation rows with the same bins and categories."""
-        x_fit = feature_frame(fit)
+        x_fit, x_valid = design_frames(fit, valid)
         names = list(x_fit.columns)
-        x_valid = feature_frame(valid, names)
-        for name in names:  # the validation fold uses the training categories
-            if isinstance(x_fit[name].dtype, pd.CategoricalDtype):
-                x_valid[name] = x_valid[name].cat.set_categories(x_fit[name].cat.categories)
         params = config.dataset_params()
         dfit = lgb.Dataset(x_fit, np.zeros(len(x_fit)), params=params, free_raw_data=False)
         dvalid = lgb.Dataset(
@@ -280,6 +277,16 @@ class Design:
                 part.set_label(np.asarray(y, dtype=float))
                 chosen.append(part)
         return chosen[0], chosen[1]
+
+
+def design_frames(fit: pd.DataFrame, valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The model inputs of the fit and validation rows, the latter with the fit's categories."""
+    x_fit = feature_frame(fit)
+    x_valid = feature_frame(valid, list(x_fit.columns))
+    for name in x_fit.columns:  # the validation fold uses the training categories
+        if isinstance(x_fit[name].dtype, pd.CategoricalDtype):
+            x_valid[name] = x_valid[name].cat.set_categories(x_fit[name].cat.categories)
+    return x_fit, x_valid
 
 
 def _train(

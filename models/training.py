@@ -43,11 +43,14 @@ from models.treeshap import predictions
 
 __all__ = [
     "BUNDLES",
+    "assemble_models",
     "LABELS",
     "Models",
     "Predictions",
     "evaluation_customers",
+    "labelled_targets",
     "load_part",
+    "model_inputs",
     "models_from_parts",
     "monthly_cutoffs",
     "predict",
@@ -116,8 +119,47 @@ def split_by_cutoff(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~latest], frame[latest]
 
 
-def _inputs(frame: pd.DataFrame) -> pd.DataFrame:
+def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its label columns."""
     return frame.drop(columns=[c for c in LABELS if c in frame.columns])
+
+
+#: A model's objective, its fit and validation rows (boolean masks) and their outcomes.
+Target = tuple[str, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]
+
+
+def labelled_targets(fit: pd.DataFrame, valid: pd.DataFrame) -> dict[str, Target]:
+    """What each of the five models learns: objective, rows and outcomes, by model part.
+
+    The time to the next order is learnt from rows whose next order was observed (not
+    censored), the spend from rows that spent; the others from every row.
+    """
+    every = (np.ones(len(fit), dtype=bool), np.ones(len(valid), dtype=bool))
+
+    def binary(column: str, source: pd.DataFrame) -> np.ndarray:
+        return source[column].astype(bool).to_numpy(dtype=float)
+
+    seen = (
+        ~fit["next_order_censored"].astype(bool).to_numpy(),
+        ~valid["next_order_censored"].astype(bool).to_numpy(),
+    )
+    days_fit = fit["days_to_next_order"].to_numpy(dtype=float)[seen[0]] + 0.5
+    days_valid = valid["days_to_next_order"].to_numpy(dtype=float)[seen[1]] + 0.5
+    spend_fit = fit["spend_180d"].to_numpy(dtype=float)
+    spend_valid = valid["spend_180d"].to_numpy(dtype=float)
+    spent = (spend_fit > 0, spend_valid > 0)
+    return {
+        "churn": ("binary", every, binary("churned", fit), binary("churned", valid)),
+        "purchase_30d": (
+            "binary",
+            every,
+            binary("purchased_30d", fit),
+            binary("purchased_30d", valid),
+        ),
+        "next_order_days": ("gamma", seen, days_fit, days_valid),
+        "value_buy": ("binary", every, spent[0].astype(float), spent[1].astype(float)),
+        "value_spend": ("gamma", spent, spend_fit[spent[0]], spend_valid[spent[1]]),
+    }
 
 
 def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
@@ -128,59 +170,30 @@ def train_models(frame: pd.DataFrame, config: TrainConfig) -> Models:
         config: LightGBM settings.
     """
     fit, valid = split_by_cutoff(frame)
-    design = Design.build(_inputs(fit), _inputs(valid), config)
-    every = (np.ones(len(fit), dtype=bool), np.ones(len(valid), dtype=bool))
-
-    def binary(column: str, source: pd.DataFrame) -> np.ndarray:
-        return source[column].astype(bool).to_numpy(dtype=float)
-
-    # Time to the next order, among rows whose next order was observed (not censored).
-    seen = (
-        ~fit["next_order_censored"].astype(bool).to_numpy(),
-        ~valid["next_order_censored"].astype(bool).to_numpy(),
-    )
-    spend_fit = fit["spend_180d"].to_numpy(dtype=float)
-    spend_valid = valid["spend_180d"].to_numpy(dtype=float)
-    spent = (spend_fit > 0, spend_valid > 0)
+    design = Design.build(model_inputs(fit), model_inputs(valid), config)
     # The five boosters train side by side, one thread each: small trees leave most of a
     # multi-threaded round waiting, so parallel models use the cores better. The trees do not
     # depend on the thread count (deterministic=True, row-wise), so neither do the models.
     single = replace(config, num_threads=1)
     jobs: dict[str, Callable[[], Classifier | Regressor]] = {
-        "churn": partial(
-            fit_classifier,
+        name: partial(
+            fit_classifier if objective == "binary" else fit_regressor,
             design,
-            every,
-            binary("churned", fit),
-            binary("churned", valid),
+            rows,
+            y_fit,
+            y_valid,
             single,
-        ),
-        "purchase_30d": partial(
-            fit_classifier,
-            design,
-            every,
-            binary("purchased_30d", fit),
-            binary("purchased_30d", valid),
-            single,
-        ),
-        "next_order_days": partial(
-            fit_regressor,
-            design,
-            seen,
-            fit["days_to_next_order"].to_numpy(dtype=float)[seen[0]] + 0.5,
-            valid["days_to_next_order"].to_numpy(dtype=float)[seen[1]] + 0.5,
-            single,
-        ),
-        "value_buy": partial(
-            fit_classifier, design, every, spent[0].astype(float), spent[1].astype(float), single
-        ),
-        "value_spend": partial(
-            fit_regressor, design, spent, spend_fit[spent[0]], spend_valid[spent[1]], single
-        ),
+        )
+        for name, (objective, rows, y_fit, y_valid) in labelled_targets(fit, valid).items()
     }
     with ThreadPoolExecutor(max(1, config.num_threads)) as pool:
         running = {name: pool.submit(job) for name, job in jobs.items()}
         fitted = {name: future.result() for name, future in running.items()}
+    return assemble_models(fitted, frame)
+
+
+def assemble_models(fitted: dict[str, Classifier | Regressor], frame: pd.DataFrame) -> Models:
+    """The :class:`Models` of the five fitted parts, with the horizon of ``frame``'s labels."""
     horizon = int(frame["horizon_days"].iloc[0]) if "horizon_days" in frame else 90
     return Models(
         churn=cast(Classifier, fitted["churn"]),
@@ -237,7 +250,7 @@ def predict(
             raw = predictions(part.booster, shared)
             return part.calibrator(raw) if isinstance(part, Classifier) else raw
     else:
-        x = _inputs(frame if rows is None else frame.iloc[rows])
+        x = model_inputs(frame if rows is None else frame.iloc[rows])
 
         def out(part: Classifier | Regressor) -> np.ndarray:
             return part.predict(x)
