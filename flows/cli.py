@@ -329,8 +329,11 @@ def validate(data: DataDir, workdir: Workdir = None) -> None:
     _print_validation(_run(lambda: validate_flow(data=data)))
 
 
-def _not_yet(verb: str, issue: int) -> NoReturn:
-    _fail(f"ltv {verb}: not implemented yet (planned in issue #{issue})", EXIT_NOT_YET)
+def _not_yet(verb: str) -> NoReturn:
+    _fail(
+        f"ltv {verb}: not implemented yet (DESIGN.md lists it; no release builds it yet)",
+        EXIT_NOT_YET,
+    )
 
 
 def _as_of(value: str, option: str = "--as-of") -> date:
@@ -515,7 +518,7 @@ def serve(
 def monitor(data: DataDir, as_of: AsOf, workdir: Workdir = None) -> None:
     """Check drift and score quality for --as-of."""
     _as_of(as_of)
-    _not_yet("monitor", 6)
+    _not_yet("monitor")
 
 
 @app.command()
@@ -542,7 +545,7 @@ def lookup(
 def report(as_of: AsOf, workdir: Workdir = None) -> None:
     """HTML report for campaign teams."""
     _as_of(as_of)
-    _not_yet("report", 6)
+    _not_yet("report")
 
 
 if __name__ == "__main__":  # pragma: no cover
