@@ -98,17 +98,12 @@ start_postgres() {
   fi
   wait_for Postgres 60 pg_ready
   # One login per consumer, its password (re)set from secrets.env; databases created once.
-  psql_admin <<SQL
-SELECT format('CREATE ROLE %I LOGIN', r) FROM unnest(ARRAY['mlflow', 'feast', 'prefect']) r
-  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
-ALTER ROLE mlflow PASSWORD '$PG_MLFLOW_SECRET';
-ALTER ROLE feast PASSWORD '$PG_FEAST_SECRET';
-ALTER ROLE prefect PASSWORD '$PG_PREFECT_SECRET';
-SELECT format('CREATE DATABASE %I OWNER %I', d, o)
-  FROM (VALUES ('mlflow', 'mlflow'), ('mlflow_auth', 'mlflow'), ('feast', 'feast'),
-               ('prefect', 'prefect')) AS t(d, o)
-  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d) \gexec
-SQL
+  {
+    echo "\\set mlflow_password $PG_MLFLOW_SECRET"
+    echo "\\set feast_password $PG_FEAST_SECRET"
+    echo "\\set prefect_password $PG_PREFECT_SECRET"
+    cat "$ROOT/infra/postgres/init.sql"
+  } | psql_admin >/dev/null
   # libpq reads the MLflow server's password from here, so it never shows in a command line.
   (umask 077 && echo "$HOST:$PG_PORT:*:mlflow:$PG_MLFLOW_SECRET" >"$STATE/pgpass")
 }
@@ -237,7 +232,7 @@ status() {
 case "${1:-start}" in
   start)
     install_packages
-    install -d -m 755 "$STATE"
+    install -d -m 755 "$STATE" && chmod 755 "$STATE"  # Postgres runs as its own user
     install -d -o postgres -g postgres -m 755 "$RUN"
     load_secrets
     start_postgres
