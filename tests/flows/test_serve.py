@@ -14,7 +14,7 @@ from prefect.deployments import run_deployment
 from features.synthetic import generate_to
 from flows.outputs import set_dir
 
-from ..conftest import _command
+from .conftest import _command
 
 AS_OF = datetime.date(2026, 7, 1)
 
