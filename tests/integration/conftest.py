@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ..flows.conftest import _command
 
 
 def pytest_collection_modifyitems(items):
@@ -23,6 +26,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def ltv(prefect_harness):
+    """The installed ``ltv`` console script against the session's Prefect API."""
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        command, full_env = _command(args, env)
+        return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=900)
+
+    return run
 
 
 def env_file() -> Path:
