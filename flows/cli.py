@@ -65,13 +65,19 @@ def main() -> None:
 
 
 def _settings(workdir: Path | None) -> Any:
-    """The settings, with ``--workdir`` (when given) winning over environment and file."""
+    """The settings, with ``--workdir`` (when given) winning over environment and file.
+
+    A profile missing a server or secret (``LTV_ENV=prod``) ends here: one line, exit code 2.
+    """
     from flows.settings import get_settings
 
     if workdir is not None:
         os.environ["LTV_WORKDIR"] = str(workdir)
         get_settings.cache_clear()
-    return get_settings()
+    try:
+        return get_settings()
+    except InputError as exc:
+        _fail(f"error: {exc}", EXIT_INPUT)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -257,7 +263,9 @@ def demo(
     _print_scoring(result["scoring"])
     typer.echo(f"\n$ ltv lookup {result['lookup']['customer_id']} --at {as_of}")
     _print_lookup(result["lookup"], settings.timezone)
-    typer.echo(f"MLflow UI: make mlflow-ui WORKDIR={settings.workdir}")
+    server = settings.mlflow.tracking_uri or ""
+    ui = server if server.startswith(("http://", "https://")) else None
+    typer.echo(f"MLflow UI: {ui or f'make mlflow-ui WORKDIR={settings.workdir}'}")
     typer.echo(f"Prefect UI: {_prefect_ui()}")
 
 

@@ -3,6 +3,11 @@
 Only ``flows/`` and the CLI build it; ``features/`` and ``models/`` take plain arguments.
 Nested sections are set from the environment with a double underscore, e.g.
 ``LTV_INGEST__MAX_ABS_AMOUNT=5e6``. Secrets (the HMAC key) have no default.
+
+``LTV_ENV`` picks the profile: ``local`` (nothing to start) or ``prod`` (the servers of
+``infra/``: ``feature_repo/feature_store.prod.yaml`` and the MLflow server of
+``LTV_MLFLOW__TRACKING_URI``). A profile's secrets come only from the environment; a ``prod``
+profile missing any of them is refused (:meth:`Settings.check_profile`) before anything runs.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import importlib.util
 import os
+import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -26,6 +34,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from features.io import InputError
 
 
 class IngestSettings(BaseModel):
@@ -166,16 +176,67 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
 
+    def check_profile(self) -> None:
+        """Refuse a production profile whose servers or secrets are not all configured.
+
+        ``prod`` needs every ``${VAR}`` of its ``feature_store.prod.yaml`` and an MLflow server
+        (``LTV_MLFLOW__TRACKING_URI``) with credentials in ``MLFLOW_TRACKING_USERNAME`` and
+        ``MLFLOW_TRACKING_PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN``), never in the URI.
+
+        Raises:
+            ProfileError: naming every missing variable, in one line.
+        """
+        if self.env == "local":
+            return
+        missing = [name for name in profile_variables(self.env) if not os.environ.get(name)]
+        uri = self.mlflow.tracking_uri
+        if not uri:
+            missing.append("LTV_MLFLOW__TRACKING_URI")
+        elif urlsplit(uri).password:
+            raise ProfileError(
+                "LTV_MLFLOW__TRACKING_URI carries a password: put it in MLFLOW_TRACKING_PASSWORD"
+            )
+        elif uri.startswith(("http://", "https://")) and not os.environ.get(
+            "MLFLOW_TRACKING_TOKEN"
+        ):
+            credentials = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+            missing += [name for name in credentials if not os.environ.get(name)]
+        if missing:
+            raise ProfileError(
+                f"LTV_ENV={self.env} needs {', '.join(missing)} set in the environment "
+                "(infra/README.md lists them)"
+            )
+
     @property
     def hmac_key_bytes(self) -> bytes | None:
         """The HMAC key as bytes, or ``None`` when no key is configured."""
         return self.hmac_key.get_secret_value().encode() if self.hmac_key else None
 
 
+class ProfileError(InputError):
+    """The selected profile (``LTV_ENV``) lacks a server address or secret."""
+
+
+def profile_variables(env: str) -> list[str]:
+    """The environment variables the feature store file of ``env`` reads (``${VAR}``).
+
+    ``LTV_WORKDIR`` is left out: the flows fill it in. Read as text, without importing Feast.
+    """
+    spec = importlib.util.find_spec("feature_repo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the feature_repo package is not installed")
+    name = "feature_store.yaml" if env == "local" else f"feature_store.{env}.yaml"
+    text = (Path(spec.submodule_search_locations[0]) / name).read_text()
+    lines = (line.split("#", 1)[0] for line in text.splitlines())
+    found = {var for line in lines for var in re.findall(r"\$\{(\w+)\}", line)}
+    return sorted(found - {"LTV_WORKDIR"})
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Build the settings once per process, and set Arrow's allocator from them."""
     settings = Settings()
+    settings.check_profile()
     pools = {
         "system": pa.system_memory_pool,
         "mimalloc": pa.mimalloc_memory_pool,

@@ -75,8 +75,14 @@ SERVICES = {
 
 
 def tracker_for(settings: Settings, workdir: Path) -> Tracker:
-    """The MLflow connection the settings ask for (default: SQLite in the work directory)."""
-    return Tracker(tracking_uri(settings, workdir), workdir / "mlartifacts")
+    """The MLflow connection the settings ask for (default: SQLite in the work directory).
+
+    A tracking server stores artifacts where it is configured to (``--serve-artifacts``: its
+    own store, e.g. S3); only a local store gets an artifact root in the work directory.
+    """
+    uri = tracking_uri(settings, workdir)
+    local = not uri.startswith(("http://", "https://"))
+    return Tracker(uri, workdir / "mlartifacts" if local else None)
 
 
 def tracking_uri(settings: Settings, workdir: Path) -> str:
