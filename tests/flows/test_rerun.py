@@ -154,7 +154,10 @@ def test_changed_data_are_not_served_from_the_cache(reference, tmp_path):
         assert states[name] == {"Completed"}, (name, states[name])
 
 
-@pytest.mark.parametrize("after", ["build-features", "training-frame", "fit-models", "log-model"])
+@pytest.mark.parametrize(
+    "after",
+    ["load-dataset", "build-features", "training-frame", "fit-models", "baselines", "log-model"],
+)
 def test_a_training_killed_after_a_task_then_rerun_is_the_uninterrupted_one(
     reference, tmp_path, after
 ):

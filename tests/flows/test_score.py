@@ -459,7 +459,8 @@ def test_unusable_input_is_not_retried(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "after", ["load-champions", "load-dataset", "build-features", "score-customers"]
+    "after",
+    ["load-champions", "load-dataset", "build-features", "coupon-uplift", "score-customers"],
 )
 def test_a_scoring_killed_after_a_task_then_rerun_leaves_the_same_bytes(scored, after):
     """R1: SIGKILL once ``after`` has finished; a rerun writes what an uninterrupted run did."""
