@@ -47,9 +47,9 @@ from prefect.serializers import Serializer
 from flows.settings import Settings
 
 #: Packages whose code makes the cached values: a change to any of them is a new key.
-CODE_PACKAGES = ("features", "models", "flows")
+CODE_PACKAGES = ("features", "models", "flows", "feature_repo")
 #: Libraries whose versions are part of the code digest (their numbers may change values).
-LIBRARIES = ("lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "duckdb")
+LIBRARIES = ("lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "duckdb", "feast")
 #: Modules whose dataclasses may be rebuilt from a cached result (nothing else is).
 DATACLASS_MODULES = ("features.", "models.", "flows.")
 
@@ -122,7 +122,32 @@ class Fingerprint(CachePolicy):
         fn = task_ctx.task.fn
         chosen = {name: inputs[name] for name in self.inputs}
         where = f"{fn.__module__}.{fn.__qualname__}"
-        return f"{task_ctx.task.name}-{digest_of(code_digest(), where, chosen)}"
+        key = f"{task_ctx.task.name}-{digest_of(code_digest(), where, chosen)}"
+        if isinstance(self.key_storage, LocalFileSystem):
+            _drop_unusable(Path(str(self.key_storage.basepath)) / key)
+        return key
+
+
+def _drop_unusable(record: Path) -> None:
+    """Remove a key whose value this cache cannot use, so that the task computes it again.
+
+    That is a key whose value is gone or lies elsewhere (a moved or copied work directory),
+    or whose serializer is not :class:`FrameSerializer` (a record that would be unpickled).
+    """
+    try:
+        meta = json.loads(record.read_bytes())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        meta = {}
+    value = Path(str(meta.get("storage_key", "")))
+    usable = (
+        meta.get("serializer", {}).get("type") == FrameSerializer.model_fields["type"].default
+        and value.parent == record.parent.parent / "results"
+        and value.is_file()
+    )
+    if not usable:
+        record.unlink(missing_ok=True)
 
 
 class WholeFiles(LocalFileSystem):

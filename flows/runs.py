@@ -1,10 +1,12 @@
 """Flow runs that name their process, and the end of those a kill left Running (R5).
 
 A process killed with SIGKILL cannot tell Prefect that its flow run is over: the run would show
-Running for ever. Every ``ltv`` flow run therefore tags itself with its host and pid
-(:func:`claim_run`), and every ``ltv features``, ``train`` and ``score`` first marks Crashed the
-Running flow runs of this host whose process is gone (:func:`end_abandoned_flow_runs`). Runs
-of other hosts are left alone: there is no telling whether their process is alive.
+Running for ever. The runs of ``ltv features``, ``train``, ``score`` and ``ltv_pipeline`` (and
+the typed flows that call them) therefore first tag themselves with their host and pid, and mark
+Crashed the Running flow runs of this host whose process is gone (:func:`end_abandoned_flow_runs`).
+Runs of other hosts, and runs without the tags, are left alone: there is no telling whether
+their process is alive. Hosts are told apart by name, so machines that share a hostname must
+not share a Prefect server.
 """
 
 from __future__ import annotations

@@ -189,25 +189,32 @@ def log_model(
 ) -> dict[str, Any]:
     """One MLflow run: params, metrics, charts, data fingerprint, registered model, alias.
 
-    A version is registered once per training (``context["training_key"]``): a rerun of the
-    same training, or one after a kill, finds it and logs nothing again (R1, R3).
+    A version is registered once per training (``context["training_key"]``, on the run from
+    its start and on the version once everything about it is done): a rerun of the same
+    training, or one after a kill, finds it, finishes what the killed run left undone (its tags,
+    its promotion) and logs nothing again (R1, R3).
     """
     tracker = tracker_for(settings, workdir)
     name = REGISTERED[kind]
     key = context["training_key"]
-    registered = tracker.version_tagged(name, TRAINING_KEY, key)
-    if registered is not None:
-        return _registered_before(tracker, kind, registered, result, heldout, context)
-    champion = _champion(tracker, kind, heldout)  # scored before this version registers
-    part = getattr(models, BUNDLES[kind][0])
     tags = {
-        TRAINING_KEY: key,
         "feature_service": SERVICES[kind],
         "heldout_cutoff": context["heldout_cutoff"],
         "training_cutoffs": as_json(context["training_cutoffs"]),
         "as_of": context["as_of"],
     }
-    with tracker.run(f"ltv-{kind.replace('_', '-')}", f"{kind} {context['as_of']}", tags) as run:
+    found = tracker.version_tagged(name, TRAINING_KEY, key) or tracker.version_of_run_tagged(
+        name, TRAINING_KEY, key
+    )
+    if found is not None:
+        done = _finish(tracker, kind, found, tags, result, heldout, context)
+        return done | {"registered_before": True}
+    champion = _champion(tracker, kind, heldout)  # scored before this version registers
+    part = getattr(models, BUNDLES[kind][0])
+    run_tags = tags | {TRAINING_KEY: key}
+    with tracker.run(
+        f"ltv-{kind.replace('_', '-')}", f"{kind} {context['as_of']}", run_tags
+    ) as run:
         run.log_params(context["params"] | {"model_kind": kind, "features": len(part.features)})
         run.log_metrics(result.metrics)
         run.log_dataset(frame, f"{SERVICES[kind]}-training", context["snapshots"], "training", None)
@@ -219,49 +226,47 @@ def log_model(
             extra = save_parts(models, kind, Path(tmp))
             example = feature_frame(heldout, part.features)
             version = run.log_booster(part.booster, name, example, tags, extra)
-        promotion = _promote(tracker, kind, version, result, champion, context)
-        run.set_tags({"registered_version": version, "promotion": promotion.alias})
-    return {
-        "model": name,
-        "version": version,
-        "alias": promotion.alias,
-        "reason": promotion.reason,
-        "run_id": run.run_id,
-        "metrics": result.metrics,
-    }
+        done = _finish(tracker, kind, version, tags, result, heldout, context, champion)
+        run.set_tags({"registered_version": version, "promotion": done["alias"]})
+    return done
 
 
-def _registered_before(
+def _finish(
     tracker: Tracker,
     kind: str,
     version: str,
+    tags: dict[str, str],
     result: Backtest,
     heldout: pd.DataFrame,
     context: dict[str, Any],
+    champion: tuple[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """What :func:`log_model` returns for a version this training registered already.
+    """Tag and promote a registered version, then mark it done with the training's key.
 
-    A run killed after registering but before the promotion was decided is promoted now.
+    Every step is safe to repeat, so a version a killed run left half done is finished here;
+    the key goes last, so a version carrying it has all its tags and its promotion decided.
     """
     name = REGISTERED[kind]
-    tags = tracker.version_tags(name, version)
-    if "promotion" not in tags:
-        if tracker.champion_version(name) == version:  # the alias was set, the tag was not
-            alias, reason = CHAMPION, "promoted by an interrupted run of this training"
-            tracker.tag_version(name, version, {"promotion": alias, "promotion_reason": reason})
-        else:
+    have = tracker.version_tags(name, version)
+    tracker.tag_version(name, version, {k: v for k, v in tags.items() if have.get(k) != v})
+    if "promotion_reason" in have:
+        alias, reason = have["promotion"], have["promotion_reason"]
+    elif tracker.champion_version(name) == version:  # the alias was set, the tags were not
+        alias, reason = CHAMPION, "promoted by an interrupted run of this training"
+        tracker.tag_version(name, version, {"promotion": alias, "promotion_reason": reason})
+    else:
+        if champion is None:
             champion = _champion(tracker, kind, heldout)
-            done = _promote(tracker, kind, version, result, champion, context)
-            alias, reason = done.alias, done.reason
-        tags = tags | {"promotion": alias, "promotion_reason": reason}
+        promotion = _promote(tracker, kind, version, result, champion, context)
+        alias, reason = promotion.alias, promotion.reason
+    tracker.tag_version(name, version, {TRAINING_KEY: context["training_key"]})
     return {
         "model": name,
         "version": version,
-        "alias": tags["promotion"],
-        "reason": tags["promotion_reason"],
+        "alias": alias,
+        "reason": reason,
         "run_id": tracker.version_run(name, version),
         "metrics": result.metrics,
-        "registered_before": True,
     }
 
 
@@ -344,7 +349,7 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
             f"{dataset.transactions['ordered_at'].max():%Y-%m-%d}): use an earlier --as-of"
         )
     rows = digest_of(lineage, cutoffs, horizon)  # the entities and labels above
-    frame = cached(training_frame, workdir, settings, "service", "lineage")(
+    frame = cached(training_frame, workdir, settings, "env", "service", "lineage")(
         entities, labels, workdir, settings.env, SERVICES["churn"], rows
     )
     last = (frame["cutoff"] == frame["cutoff"].max()).to_numpy()

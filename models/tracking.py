@@ -407,6 +407,21 @@ class Tracker:
         found = self.client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
         return str(min(int(v.version) for v in found)) if found else None
 
+    def version_of_run_tagged(self, name: str, tag: str, value: str) -> str | None:
+        """The first version of ``name`` logged by a run whose tag ``tag`` is ``value``, if any."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return None
+        runs = self.client.search_runs(experiments, filter_string=f"tags.{tag} = '{value}'")
+        versions = [
+            int(v.version)
+            for run in runs
+            for v in self.client.search_model_versions(
+                f"name = '{name}' and run_id = '{run.info.run_id}'"
+            )
+        ]
+        return str(min(versions)) if versions else None
+
     def version_run(self, name: str, version: str) -> str:
         """The id of the run that logged one registered model version."""
         return str(self.client.get_model_version(name, version).run_id)

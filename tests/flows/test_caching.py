@@ -136,6 +136,37 @@ def test_the_key_follows_the_named_inputs_and_nothing_else():
     with pytest.raises(TypeError, match="pass a lineage string"):
         digest_of(pd.DataFrame())
 
+    def other_fn():
+        return None
+
+    other = SimpleNamespace(task=SimpleNamespace(name="build-features", fn=other_fn))
+    assert policy.compute_key(other, {"as_of": day, "lineage": "data-1"}, {}) != key
+
+
+def test_a_key_whose_value_cannot_be_used_is_dropped_so_the_task_runs_again(tmp_path):
+    keys, results = tmp_path / "cache" / "keys", tmp_path / "cache" / "results"
+    keys.mkdir(parents=True)
+    results.mkdir()
+    policy = Fingerprint(inputs=("lineage",), key_storage=WholeFiles(basepath=str(keys)))
+    key = _key(policy, lineage="x")
+    assert key is not None
+
+    def record(serializer: str, value: Path) -> None:
+        text = {"storage_key": str(value), "serializer": {"type": serializer}}
+        (keys / key).write_text(json.dumps(text))
+
+    (results / key).write_bytes(b"PAR1")
+    record("ltv-frames", results / key)
+    assert _key(policy, lineage="x") == key and (keys / key).exists()  # usable: kept
+    for serializer, value in [
+        ("pickle", results / key),  # would be unpickled
+        ("ltv-frames", tmp_path / "elsewhere" / key),  # a moved work directory
+        ("ltv-frames", results / "gone"),  # the value was removed
+    ]:
+        record(serializer, value)
+        _key(policy, lineage="x")
+        assert not (keys / key).exists(), serializer
+
 
 def test_writes_are_whole_and_pruning_takes_old_entries_with_their_values(tmp_path):
     root = tmp_path / "cache"

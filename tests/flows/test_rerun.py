@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import signal
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def test_the_first_run_computes_and_persists_as_parquet(reference):
     results = sorted((cache_dir(reference["work"]) / "results").iterdir())
     snapshots = [p for p in results if p.name.startswith("build-features-")]
     assert len(snapshots) >= 3 and all(p.read_bytes()[:4] == b"PAR1" for p in snapshots)
-    assert not any(p.read_bytes()[:2] == b"\x80\x04" for p in results)  # no pickle
+    assert all(p.read_bytes()[:4] in (b"PAR1", b"PK\x03\x04") for p in results)  # no pickle
+    keys = [json.loads(p.read_bytes()) for p in (cache_dir(reference["work"]) / "keys").iterdir()]
+    assert {k["serializer"]["type"] for k in keys} == {"ltv-frames"}
 
 
 def test_a_rerun_recomputes_nothing_it_cached_and_registers_nothing_twice(reference):
@@ -208,3 +211,19 @@ def test_io_errors_in_training_storage_and_tracking_are_retried_and_change_nothi
         attempts[name] = max(attempts[name], run.run_count)
     assert attempts["write-snapshot"] == 2 and attempts["end-abandoned-runs"] == 2
     assert _models(work) == reference["models"]
+
+
+def test_a_version_left_half_done_is_finished_not_registered_again(reference):
+    """A kill between registering a version and tagging it: the rerun finishes that version."""
+    uri = default_tracking_uri(reference["work"])
+    client = MlflowClient(uri, registry_uri=uri)
+    name = REGISTERED["value"]
+    version = reference["models"][name][0][0]
+    for tag in ("training_key", "promotion", "promotion_reason", "as_of", "training_cutoffs"):
+        client.delete_model_version_tag(name, version, tag)
+    result = train(data=reference["data"], as_of=AS_OF, workdir=reference["work"])
+    assert result["models"]["value"]["version"] == version
+    assert _models(reference["work"]) == reference["models"]  # nothing registered again
+    tags = client.get_model_version(name, version).tags
+    assert tags["as_of"] == str(AS_OF) and json.loads(tags["training_cutoffs"])
+    assert tags["promotion"] == "champion" and tags["training_key"]
