@@ -33,15 +33,21 @@ def ltv(prefect_harness):
 
 @pytest.fixture
 def ltv_at_once(prefect_harness):
-    """Run the same ``ltv`` command in two processes at the same time; their results."""
+    """Run the same ``ltv`` command in two processes at the same time; their results.
 
-    def run(*args: str, env: dict | None = None) -> list[subprocess.CompletedProcess]:
-        command, full_env = _command(args, env)
+    ``each`` gives the two processes' own extra environment (e.g. two seeds).
+    """
+
+    def run(
+        *args: str, env: dict | None = None, each: tuple[dict, dict] = ({}, {})
+    ) -> list[subprocess.CompletedProcess]:
         pipe = subprocess.PIPE
-        started = [
-            subprocess.Popen(command, env=full_env, stdout=pipe, stderr=pipe, text=True)
-            for _ in range(2)
-        ]
+        started = []
+        for own in each:
+            command, full_env = _command(args, {**(env or {}), **own})
+            started.append(
+                subprocess.Popen(command, env=full_env, stdout=pipe, stderr=pipe, text=True)
+            )
         done = []
         for process in started:
             out, err = process.communicate(timeout=600)
