@@ -519,7 +519,25 @@ def serve(
         when = ", ".join(str(s.schedule.cron) for s in deployment.schedules or []) or "on demand"
         typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({when}, {settings.timezone})")
     # One flow run at a time: a scoring holds gigabytes, and the runs share the stores.
-    serve_deployments(*served, print_starting_message=False, limit=1)
+    try:
+        serve_deployments(*served, print_starting_message=False, limit=1)
+    finally:
+        _pause(served)
+
+
+def _pause(served: list[Any]) -> None:
+    """Pause the schedules of ``served``.
+
+    Prefect pauses them on its way out, unless its shutdown is cut short (seen on a busy
+    machine); pausing here too means no schedule fires with nobody serving it.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for deployment in served:
+            found = client.read_deployment_by_name(f"{deployment.flow_name}/{deployment.name}")
+            client.pause_deployment(found.id)
+    typer.echo(f"stopped; {len(served)} deployments paused")
 
 
 @app.command()

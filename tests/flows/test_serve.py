@@ -79,7 +79,7 @@ def test_serve_registers_the_schedules_and_runs_what_is_asked(prefect_harness, t
         except subprocess.TimeoutExpired:
             served.kill()
     paused = _deployments()["score_customers/daily-scoring"]
-    assert paused.paused  # stopping the server pauses the schedules
+    assert paused.paused, log.read_text()[-3000:]  # stopping the server pauses the schedules
     out = log.read_text()
     assert "score_customers/daily-scoring" in out and "0 6 * * *" in out
 
