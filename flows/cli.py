@@ -496,13 +496,14 @@ def serve(
 ) -> None:
     """Serve the deployments: daily scoring, weekly retraining, the on-demand pipeline.
 
-    Runs until stopped (Ctrl-C pauses the schedules), against the Prefect API of
-    PREFECT_API_URL; see the README to point it at a Prefect server or a work pool.
+    Runs until stopped (Ctrl-C or SIGTERM cancels runs in progress and pauses the schedules),
+    against the Prefect API of PREFECT_API_URL; see the README to point it at a Prefect server
+    or a work pool.
     """
-    from prefect import serve as serve_deployments
     from prefect.settings import PREFECT_API_URL
 
     from flows.deploy import deployments
+    from flows.deploy import serve as serve_deployments
 
     _check_budget(budget)
     if not PREFECT_API_URL.value():
@@ -520,7 +521,7 @@ def serve(
         typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({when}, {settings.timezone})")
     # One flow run at a time: a scoring holds gigabytes, and the runs share the stores.
     try:
-        serve_deployments(*served, print_starting_message=False, limit=1)
+        serve_deployments(served, limit=1)
     finally:
         _pause(served)
 
@@ -528,8 +529,8 @@ def serve(
 def _pause(served: list[Any]) -> None:
     """Pause the schedules of ``served``.
 
-    Prefect pauses them on its way out, unless its shutdown is cut short (seen on a busy
-    machine); pausing here too means no schedule fires with nobody serving it.
+    Prefect pauses them on its way out; pausing here too covers a stop before Prefect started
+    serving (or a second Ctrl-C), so no schedule fires with nobody serving it.
     """
     from prefect.client.orchestration import get_client
 

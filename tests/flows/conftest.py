@@ -57,6 +57,19 @@ def ltv_at_once(prefect_harness):
     return run
 
 
+def fails_once(real, error: BaseException):
+    """``real``, but its first call raises ``error`` (an injected storage or tracking fault)."""
+    failed: list[bool] = []
+
+    def flaky(*args, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise error
+        return real(*args, **kwargs)
+
+    return flaky
+
+
 def kill_after(args: tuple[str, ...], after: str, timeout: float = 300) -> int:
     """Run ``ltv *args``; SIGKILL it once a task whose name starts with ``after`` completed.
 

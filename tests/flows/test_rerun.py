@@ -26,7 +26,7 @@ from flows.settings import get_settings
 from flows.train import REGISTERED, train
 from models.tracking import default_tracking_uri
 
-from .conftest import kill_after, running_flow_runs
+from .conftest import fails_once, kill_after, running_flow_runs
 
 AS_OF = datetime.date(2026, 7, 1)
 #: The tasks each flow caches.
@@ -181,23 +181,14 @@ def test_io_errors_in_training_storage_and_tracking_are_retried_and_change_nothi
     import flows.features
     import flows.train
 
-    def once(real, error):
-        failed = []
-
-        def flaky(*args, **kwargs):
-            if not failed:
-                failed.append(True)
-                raise error
-            return real(*args, **kwargs)
-
-        return flaky
-
     disk_full = OSError(28, "No space left on device (injected)")
     monkeypatch.setattr(
-        flows.features, "write_parquet", once(flows.features.write_parquet, disk_full)
+        flows.features, "write_parquet", fails_once(flows.features.write_parquet, disk_full)
     )
     unreachable = ConnectionError("MLflow server unreachable (injected)")
-    monkeypatch.setattr(flows.train, "tracker_for", once(flows.train.tracker_for, unreachable))
+    monkeypatch.setattr(
+        flows.train, "tracker_for", fails_once(flows.train.tracker_for, unreachable)
+    )
     work = tmp_path / "work"
     state = train(data=reference["data"], as_of=AS_OF, workdir=work, return_state=True)
     assert state.is_completed()

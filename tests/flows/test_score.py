@@ -418,24 +418,15 @@ def test_io_errors_in_storage_and_tracking_are_retried_and_change_nothing(scored
     """R5: a failing disk write and a failing MLflow read pass on retry; the bytes are the same."""
     import flows.score as scoring
 
-    def once(real, error):
-        failed = []
-
-        def flaky(*args, **kwargs):
-            if not failed:
-                failed.append(True)
-                raise error
-            return real(*args, **kwargs)
-
-        return flaky
+    from .conftest import fails_once
 
     monkeypatch.setattr(
-        scoring, "write_set", once(scoring.write_set, OSError(28, "No space left on device"))
+        scoring, "write_set", fails_once(scoring.write_set, OSError(28, "No space left on device"))
     )
     monkeypatch.setattr(
         scoring,
         "tracker_for",
-        once(scoring.tracker_for, ConnectionError("MLflow server unreachable (injected)")),
+        fails_once(scoring.tracker_for, ConnectionError("MLflow server unreachable (injected)")),
     )
     state = score(
         data=scored["data"], as_of=AS_OF, workdir=scored["work"], budget=BUDGET, return_state=True

@@ -73,14 +73,15 @@ def test_serve_registers_the_schedules_and_runs_what_is_asked(prefect_harness, t
         assert run.state is not None and run.state.is_completed(), log.read_text()[-3000:]
         assert (set_dir(work, AS_OF) / "coupon_list.parquet").exists()
     finally:
-        served.send_signal(signal.SIGINT)
+        served.send_signal(signal.SIGTERM)  # what a process supervisor sends; Ctrl-C is the same
         try:
-            served.wait(timeout=180)  # pausing the schedules takes a while on a busy machine
+            served.wait(timeout=180)
         except subprocess.TimeoutExpired:
             served.kill()
-    paused = _deployments()["score_customers/daily-scoring"]
-    assert paused.paused, log.read_text()[-3000:]  # stopping the server pauses the schedules
     out = log.read_text()
+    assert served.returncode == 0, out[-3000:]  # stopped cleanly, not killed
+    paused = _deployments()["score_customers/daily-scoring"]
+    assert paused.paused, out[-3000:]  # stopping the server pauses the schedules
     assert "score_customers/daily-scoring" in out and "0 6 * * *" in out
 
 
