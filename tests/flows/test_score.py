@@ -252,7 +252,7 @@ def test_tiering_beats_random_targeting_on_the_true_coupon_effect(scored):
 
     def true_value(rows: pd.DataFrame, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per customer: true incremental margin less coupon cost, and true coupon cost."""
-        alive = rows["alive_at_end"].fillna(False).to_numpy(bool)
+        alive = rows["alive_at_end"].astype("boolean").fillna(False).to_numpy(bool)
         effect = rows["coupon_effect"].fillna(0).to_numpy(float)
         lift = alive * (1 - (1 - effect) ** ((values / 20.0) ** 0.6))
         p30 = rows["prob_order_next_30d"].fillna(0).to_numpy(float)
