@@ -25,6 +25,11 @@ def _deployments() -> dict[str, object]:
         return {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in found}
 
 
+def _state(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
+
+
 def test_serve_without_a_prefect_server_says_how_to_start_one(ltv, tmp_path):
     generate_to(tmp_path / "data", 50, seed=1)
     done = ltv("serve", "--data", str(tmp_path / "data"), env={"PREFECT_API_URL": ""})
@@ -72,6 +77,17 @@ def test_serve_registers_the_schedules_and_runs_what_is_asked(prefect_harness, t
         )
         assert run.state is not None and run.state.is_completed(), log.read_text()[-3000:]
         assert (set_dir(work, AS_OF) / "coupon_list.parquet").exists()
+
+        # A run in progress when the server stops is cancelled, not left Running.
+        going = run_deployment(
+            "ltv_pipeline/on-demand",
+            parameters={"run": {"data": str(data), "workdir": str(tmp_path / "w2")}},
+            timeout=0,
+        )
+        deadline = time.monotonic() + 120
+        while not _state(going.id).is_running():
+            assert time.monotonic() < deadline, "the second run never started"
+            time.sleep(0.5)
     finally:
         served.send_signal(signal.SIGTERM)  # what a process supervisor sends; Ctrl-C is the same
         try:
@@ -82,6 +98,7 @@ def test_serve_registers_the_schedules_and_runs_what_is_asked(prefect_harness, t
     assert served.returncode == 0, out[-3000:]  # stopped cleanly, not killed
     paused = _deployments()["score_customers/daily-scoring"]
     assert paused.paused, out[-3000:]  # stopping the server pauses the schedules
+    assert _state(going.id).is_cancelled(), out[-3000:]
     assert "score_customers/daily-scoring" in out and "0 6 * * *" in out
 
 
