@@ -63,6 +63,19 @@ def dataset_lineage(settings: Settings, digest: str) -> str:
     return caching.digest_of(digest, rules_from(settings), settings.ingest.encoding)
 
 
+def read_inputs(data: Path, workdir: Path, settings: Settings) -> tuple[Dataset, str]:
+    """How a flow starts on ``data``: the cache pruned, the data validated, their files' digest.
+
+    The files are fingerprinted beside the validation. The load is called, not submitted: a
+    finished future holds its result in a reference cycle, which would keep the lines alive
+    until the next full garbage collection.
+    """
+    prune_cache(workdir, settings.cache.keep_days)
+    digest = data_fingerprint.submit(data, settings.ingest.encoding)
+    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    return dataset, digest.result()
+
+
 @task(name="prune-cache", cache_policy=NO_CACHE)
 def prune_cache(workdir: Path, keep_days: float) -> int:
     """Remove the cache entries of ``workdir`` older than ``keep_days``; how many went."""

@@ -23,14 +23,7 @@ from features.io import InputError, write_parquet
 from flows import feature_store
 from flows.caching import cached
 from flows.dask import cluster_tables, dask_client
-from flows.data import (
-    STORAGE_RETRIES,
-    data_fingerprint,
-    dataset_lineage,
-    load_data,
-    prune_cache,
-    rules_from,
-)
+from flows.data import STORAGE_RETRIES, dataset_lineage, read_inputs
 from flows.outputs import score_row
 from flows.runs import end_abandoned_flow_runs
 from flows.settings import get_settings
@@ -150,10 +143,8 @@ def features(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     """Validate the data, build features at ``as_of``, write the snapshot, serve it."""
     end_abandoned_flow_runs()  # runs a killed process left Running (R5)
     settings = get_settings()
-    prune_cache(workdir, settings.cache.keep_days)
-    digest = data_fingerprint.submit(data, settings.ingest.encoding)
-    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    return register_snapshot(dataset, as_of, workdir, dataset_lineage(settings, digest.result()))
+    dataset, digest = read_inputs(data, workdir, settings)
+    return register_snapshot(dataset, as_of, workdir, dataset_lineage(settings, digest))
 
 
 @flow(name="ltv-lookup")

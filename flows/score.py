@@ -36,14 +36,7 @@ from features.dataset import Dataset
 from features.io import InputError
 from flows.caching import cached, digest_of
 from flows.dask import dask_client, predict_by_partition
-from flows.data import (
-    STORAGE_RETRIES,
-    data_fingerprint,
-    dataset_lineage,
-    load_data,
-    prune_cache,
-    rules_from,
-)
+from flows.data import STORAGE_RETRIES, dataset_lineage, read_inputs
 from flows.features import cluster_snapshot, snapshot_tables, write_snapshot
 from flows.outputs import previous_scores, write_set
 from flows.runs import end_abandoned_flow_runs
@@ -557,11 +550,7 @@ def score(
     # First, so that a missing champion stops the run before the data are read. (Loaded
     # beside the reading, the MLflow client's Python work slowed the validation by more.)
     champions = load_champions(settings, workdir, as_of)
-    prune_cache(workdir, settings.cache.keep_days)
-    digest = data_fingerprint.submit(data, settings.ingest.encoding)
-    # Called, not submitted: a finished future holds its result in a reference cycle, which
-    # would keep the lines alive until the next full garbage collection.
-    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
+    dataset, digest = read_inputs(data, workdir, settings)
     # One pass over the lines gives the snapshot, the orders and the restock reminders; the
     # lines are freed once Prefect has sent the events of the task that read them (~0.5 s).
     client = dask_client()  # --runner dask: features and scores by partition of customers
@@ -577,7 +566,7 @@ def score(
     del dataset
     release_memory()  # what building the features freed
     written = write_snapshot.submit(snapshot, workdir, as_of)
-    lineage = digest_of(dataset_lineage(settings, digest.result()), as_of)
+    lineage = digest_of(dataset_lineage(settings, digest), as_of)
     baseline = cached(bgnbd_scores, workdir, settings, "sample", "seed", "horizon", "lineage")
     baseline = baseline.submit(
         orders,
@@ -625,7 +614,7 @@ def score(
         {
             "as_of": as_of,
             "models": champions.label,
-            "data": digest.result(),
+            "data": digest,
             "ingest": settings.ingest.model_dump(mode="json"),
             "timezone": settings.timezone,
             "hmac_key": _digest(settings.hmac_key_bytes),

@@ -35,14 +35,7 @@ from features.orders import order_table
 from flows import feature_store
 from flows.caching import cached, code_digest, digest_of
 from flows.dask import dask_client, fit_on_cluster
-from flows.data import (
-    STORAGE_RETRIES,
-    data_fingerprint,
-    dataset_lineage,
-    load_data,
-    prune_cache,
-    rules_from,
-)
+from flows.data import STORAGE_RETRIES, dataset_lineage, read_inputs
 from flows.features import apply_repo, snapshot_on_runner, write_snapshot
 from flows.runs import end_abandoned_flow_runs
 from flows.settings import Settings, get_settings
@@ -324,10 +317,8 @@ def train(data: Path, as_of: datetime.date, workdir: Path) -> dict[str, Any]:
     end_abandoned_flow_runs()  # runs a killed process left Running (R5)
     settings = get_settings()
     end_abandoned_runs(settings, workdir)  # runs of a training that was killed (R2)
-    prune_cache(workdir, settings.cache.keep_days)
-    digest = data_fingerprint.submit(data, settings.ingest.encoding)
-    dataset = load_data(data, rules_from(settings), settings.ingest.encoding)
-    lineage = dataset_lineage(settings, digest.result())
+    dataset, digest = read_inputs(data, workdir, settings)
+    lineage = dataset_lineage(settings, digest)
     cutoffs = _cutoffs(dataset, as_of, settings)
     horizon = settings.train.horizon_days
     outcomes = cached(labels_at, workdir, settings, "cutoff", "horizon_days", "lineage")
